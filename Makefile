@@ -1,0 +1,40 @@
+# The README's commands. `make install` builds .venv; `make test` installs if needed, then tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+TORCH_SPEC ?= torch==2.13.0
+MAX_JOBS ?= $(shell nproc)
+PYTEST_ARGS ?=
+
+# ../shared/wheels holds an mmcv wheel built against torch==2.13.0 (CPU); it is only valid
+# beside that exact torch, so it is used only with the default TORCH_SPEC.
+WHEEL_CACHE := $(abspath ../shared/wheels)
+FIND_LINKS := $(if $(and $(filter torch==2.13.0,$(TORCH_SPEC)),$(wildcard $(WHEEL_CACHE)/*.whl)),--find-links $(WHEEL_CACHE),)
+
+# Re-install only when the install recipe or the dependencies change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)-$(subst =,,$(subst /,_,$(TORCH_SPEC)))
+
+.PHONY: install test clean
+
+install: $(STAMP)
+
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install "setuptools>=77.0.3,<81" wheel numpy ninja packaging
+	MAX_JOBS=$(MAX_JOBS) $(PIP) install --no-build-isolation $(FIND_LINKS) "mmcv==2.1.0"
+	$(PIP) install --no-build-isolation -e ".[test,bench]"
+	@# panopticapi (needed by mmdet's CocoPanopticMetric) is not on PyPI; panopticapi-lite
+	@# ships the module but pins numpy<2 for no reason, so it goes in without its deps.
+	$(PIP) install --no-deps "panopticapi-lite>=0.1"
+	$(PY) -c "import mmdysample, mmdet, mmseg, mmpretrain; from mmcv.ops import nms, RoIAlign"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV)

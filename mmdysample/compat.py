@@ -1,0 +1,1 @@
+"""Compatibility fixes for the OpenMMLab stack on current PyTorch / NumPy."""

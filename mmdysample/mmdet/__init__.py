@@ -1,0 +1,1 @@
+"""mmdetection integration: necks whose upsampling steps take any registered upsampler."""

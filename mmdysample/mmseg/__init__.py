@@ -1,0 +1,1 @@
+"""mmsegmentation integration: heads and pixel decoders whose upsampling steps take any registered upsampler."""

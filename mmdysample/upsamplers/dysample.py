@@ -1,0 +1,144 @@
+"""DySample: upsampling by learned point sampling (Liu et al., ICCV 2023, Sec. 3)."""
+from numbers import Integral, Real
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..functional import INIT_STYLES, check_feature, check_scale_factor, dysample, \
+    init_sampling_positions
+from .builder import register_upsampler
+
+STYLES = ('lp', 'pl')
+DEFAULT_GROUPS = {'lp': 4, 'pl': 8}
+
+
+@register_upsampler('DySample')
+class DySample(nn.Module):
+    """DySample upsampler.
+
+    A 1x1 convolution predicts, for each input pixel, the offsets of its ``s x s`` output
+    points (per channel group); the output is the input bilinearly sampled at the initial
+    positions plus the offsets (paper Eq. 4/5).
+
+    Args:
+        in_channels: channels ``C`` of the input.
+        scale_factor: integer upsampling ratio ``s >= 2``.
+        style: ``'lp'`` (linear then pixel shuffle: conv ``C -> 2*g*s*s`` at low resolution)
+            or ``'pl'`` (pixel shuffle then linear: conv ``C/(s*s) -> 2*g`` at high
+            resolution, offsets pixel-unshuffled back).
+        groups: offset groups ``g``; ``None`` takes the paper's default (4 for 'lp',
+            8 for 'pl'). ``C`` must be divisible by ``g``.
+        dyscope: add the dynamic scope: offsets scaled by
+            ``2 * scope_factor * sigmoid(scope(x))`` instead of ``scope_factor``.
+        init: initial sampling positions, ``'bilinear'`` (paper default) or ``'nearest'``.
+        scope_factor: static scope factor (0.25 in the paper); positive.
+
+    Shape:
+        ``(B, C, H, W) -> (B, C, s*H, s*W)``.
+
+    Parameters and buffers are named as in the authors' public module (``offset``,
+    ``scope``, ``init_pos``), so its state dicts load with ``strict=True``.
+    """
+    requires_guide = False
+
+    def __init__(self,
+                 in_channels: int,
+                 scale_factor: int = 2,
+                 style: str = 'lp',
+                 groups=None,
+                 dyscope: bool = False,
+                 init: str = 'bilinear',
+                 scope_factor: float = 0.25):
+        super().__init__()
+        s = check_scale_factor(scale_factor)
+        if style not in STYLES:
+            raise ValueError(f'style must be one of {STYLES}, got {style!r}')
+        if groups is None:
+            groups = DEFAULT_GROUPS[style]
+        if isinstance(groups, bool) or not isinstance(groups, Integral) or groups < 1:
+            raise ValueError(f'groups must be a positive integer, got {groups!r}')
+        if init not in INIT_STYLES:
+            raise ValueError(f'init must be one of {INIT_STYLES}, got {init!r}')
+        if (isinstance(scope_factor, bool) or not isinstance(scope_factor, Real)
+                or not scope_factor > 0):
+            raise ValueError(f'scope_factor must be a positive number, got {scope_factor!r}')
+        if isinstance(in_channels, bool) or not isinstance(in_channels, Integral) \
+                or in_channels < 1:
+            raise ValueError(f'in_channels must be a positive integer, got {in_channels!r}')
+        if in_channels % groups:
+            raise ValueError(f'in_channels ({in_channels}) must be divisible by groups '
+                             f'({groups})')
+        if style == 'pl' and in_channels % (s * s):
+            raise ValueError(f"in_channels ({in_channels}) must be divisible by "
+                             f"scale_factor**2 ({s * s}) for style='pl'")
+
+        self.in_channels = in_channels
+        self.scale_factor = s
+        self.style = style
+        self.groups = groups
+        self.dyscope = dyscope
+        self.init = init
+        self.scope_factor = float(scope_factor)
+
+        if style == 'pl':
+            conv_in, conv_out = in_channels // (s * s), 2 * groups
+        else:
+            conv_in, conv_out = in_channels, 2 * groups * s * s
+        self.offset = nn.Conv2d(conv_in, conv_out, 1)
+        if dyscope:
+            self.scope = nn.Conv2d(conv_in, conv_out, 1, bias=False)
+        self.register_buffer('init_pos', init_sampling_positions(s, groups, init))
+        self.init_weights()
+
+    def init_weights(self):
+        """Paper initialisation: offsets ~ N(0, 0.001), zero bias, zero scope weights."""
+        nn.init.normal_(self.offset.weight, std=0.001)
+        nn.init.zeros_(self.offset.bias)
+        if self.dyscope:
+            nn.init.zeros_(self.scope.weight)
+
+    def sampling_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampling positions relative to the input pixel centres, in input pixels.
+
+        Returns ``(B, 2 * groups * s * s, H, W)``: the ``offset`` argument of
+        :func:`mmdysample.functional.dysample` (initial positions included).
+        """
+        s = self.scale_factor
+        feat = F.pixel_shuffle(x, s) if self.style == 'pl' else x
+        offset = self.offset(feat)
+        if self.dyscope:
+            offset = offset * (self.scope(feat).sigmoid() * (2 * self.scope_factor))
+        else:
+            offset = offset * self.scope_factor
+        if self.style == 'pl':
+            offset = F.pixel_unshuffle(offset, s)
+        return offset + self.init_pos
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature(x, 'x', self.in_channels)
+        return dysample(x, self.sampling_offsets(x), self.scale_factor, self.groups)
+
+    def extra_repr(self):
+        return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
+                f'style={self.style!r}, groups={self.groups}, dyscope={self.dyscope}, '
+                f'init={self.init!r}, scope_factor={self.scope_factor}')
+
+
+def _variant(name: str, doc: str, **defaults):
+    """A registered DySample subclass whose constructor defaults are the paper's variant."""
+
+    def __init__(self, in_channels, scale_factor=2, **kwargs):
+        DySample.__init__(self, in_channels, scale_factor, **{**defaults, **kwargs})
+
+    cls = type(name.replace('-', '_').replace('+', 'Plus'), (DySample, ),
+               dict(__init__=__init__, __doc__=doc, __module__=__name__))
+    return register_upsampler(name)(cls)
+
+
+DySamplePlus = _variant('DySample+', 'DySample+: LP style, 4 groups, dynamic scope.',
+                        style='lp', dyscope=True)
+DySample_S = _variant('DySample-S', 'DySample-S: PL style, 8 groups, static scope.',
+                      style='pl')
+DySample_SPlus = _variant('DySample-S+', 'DySample-S+: PL style, 8 groups, dynamic scope.',
+                          style='pl', dyscope=True)
