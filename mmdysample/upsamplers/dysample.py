@@ -33,6 +33,8 @@ class DySample(nn.Module):
             ``2 * scope_factor * sigmoid(scope(x))`` instead of ``scope_factor``.
         init: initial sampling positions, ``'bilinear'`` (paper default) or ``'nearest'``.
         scope_factor: static scope factor (0.25 in the paper); positive.
+        scope_bias: give the dynamic-scope conv a bias (zero-initialised). The public module
+            has none; the authors' detection fork has one, so its checkpoints need this.
 
     Shape:
         ``(B, C, H, W) -> (B, C, s*H, s*W)``.
@@ -49,7 +51,8 @@ class DySample(nn.Module):
                  groups=None,
                  dyscope: bool = False,
                  init: str = 'bilinear',
-                 scope_factor: float = 0.25):
+                 scope_factor: float = 0.25,
+                 scope_bias: bool = False):
         super().__init__()
         s = check_scale_factor(scale_factor)
         if style not in STYLES:
@@ -87,7 +90,10 @@ class DySample(nn.Module):
             conv_in, conv_out = in_channels, 2 * groups * s * s
         self.offset = nn.Conv2d(conv_in, conv_out, 1)
         if dyscope:
-            self.scope = nn.Conv2d(conv_in, conv_out, 1, bias=False)
+            self.scope = nn.Conv2d(conv_in, conv_out, 1, bias=scope_bias)
+        elif scope_bias:
+            raise ValueError('scope_bias=True needs dyscope=True (there is no scope conv '
+                             'without the dynamic scope)')
         self.register_buffer('init_pos', init_sampling_positions(s, groups, init))
         self.init_weights()
 
@@ -97,6 +103,8 @@ class DySample(nn.Module):
         nn.init.zeros_(self.offset.bias)
         if self.dyscope:
             nn.init.zeros_(self.scope.weight)
+            if self.scope.bias is not None:
+                nn.init.zeros_(self.scope.bias)
 
     def sampling_offsets(self, x: torch.Tensor) -> torch.Tensor:
         """Sampling positions relative to the input pixel centres, in input pixels.
