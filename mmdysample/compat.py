@@ -1,1 +1,333 @@
-"""Compatibility fixes for the OpenMMLab stack on current PyTorch / NumPy."""
+"""Compatibility fixes for the OpenMMLab stack (mmengine 0.10.7, mmdet 3.3, mmseg 1.2)
+on current PyTorch (>= 2.6, where ``torch.load`` defaults to ``weights_only=True``) and
+NumPy 2.
+
+Importing :mod:`mmdysample` calls :func:`apply` once; calling it again changes nothing.
+Each fix is a small, named function below; the README lists them.
+
+Checkpoint loading under ``weights_only=True``
+-----------------------------------------------
+A checkpoint written by mmengine's ``Runner`` is not a bare state dict: besides tensors it
+pickles
+
+* NumPy arrays, dtypes and scalars (``HistoryBuffer`` logs in ``message_hub``, ``eta`` and
+  other ``numpy.float64`` values in ``message_hub['runtime_info']``), which need the globals
+  ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray._reconstruct`` /
+  ``numpy.core.multiarray.scalar`` (``numpy._core`` under NumPy 2) and the concrete dtype
+  classes (``numpy.dtypes.Float64DType``...) whose ``__setstate__`` the unpickler calls;
+* ``mmengine.logging.HistoryBuffer`` objects, whose ``__getstate__`` (mmengine 0.10.7) adds
+  the class-wide table of statistics methods to the instance state. The default methods
+  are functions defined in the class body, which pickle protocol 2 stores as
+  ``builtins.getattr(HistoryBuffer, 'min')``.
+
+Allow-listing the builtin ``getattr`` would open the unpickler to arbitrary attribute
+reads, and from there to code execution: ``getattr(getattr, '__self__')`` is the
+``builtins`` module, ``getattr(<it>, 'eval')`` is ``eval``, ``getattr(<any function>,
+'__globals__')`` is a module namespace that the pickle may then write into with
+``SETITEM``; replacing a global that an allow-listed callable uses (``np`` in
+``mmengine.logging.history_buffer``, called by ``HistoryBuffer.__init__``) turns the next
+``REDUCE`` into ``eval`` of an attacker's string. So the builtin is never allow-listed.
+Instead:
+
+* new checkpoints do not contain it: :func:`_history_buffer_getstate` leaves the statistics
+  table out of the pickled state (the methods are registered by the code that defines
+  them, when it is imported, so nothing is lost);
+* old checkpoints still load: the name ``builtins.getattr`` is bound, for the duration of
+  an mmengine checkpoint load only, to :func:`history_buffer_statistic_lookup`, which
+  answers exactly ``getattr(HistoryBuffer, name)`` for the four statistics mmengine
+  defines (``min``, ``max``, ``mean``, ``current``) and raises ``pickle.UnpicklingError``
+  for anything else;
+* ``HistoryBuffer.__setstate__`` no longer lets a checkpoint replace a statistics method
+  that is already registered (upstream's ``dict.update`` would let a pickle swap
+  ``HistoryBuffer.mean`` for another allow-listed callable, process-wide).
+
+The allow-list is scoped: :func:`mmengine_checkpoint_globals` adds it around
+``CheckpointLoader.load_checkpoint`` and the ``load_from_*`` scheme functions (local
+files, http(s), pavi, ceph/petrel, open-mmlab, mmcls, torchvision; ``load_checkpoint``,
+``Runner.load_checkpoint`` and ``Runner.resume`` all go through them) and removes what it
+added afterwards, so a plain ``torch.load`` elsewhere sees torch's default allow-list.
+``weights_only`` is never turned off: the http(s) scheme, which mmengine routes through
+``torch.hub.load_state_dict_from_url`` (whose default is ``weights_only=False``), is made
+weights-only too. Any other global -- ``os.system``, ``subprocess.*``, ``builtins.eval``,
+custom classes -- is refused with ``pickle.UnpicklingError``. To load a trusted checkpoint
+that needs more, allow-list the extra globals yourself
+(``torch.serialization.safe_globals([...])``).
+
+Distributed runs without CUDA
+-----------------------------
+mmengine's ``pytorch``, ``slurm`` and ``mpi`` launchers call ``torch.cuda.set_device``,
+which raises on a machine without CUDA (``AttributeError: module 'torch._C' has no
+attribute '_cuda_setDevice'`` on CPU builds), and ``Runner.wrap_model`` passes
+``device_ids=[LOCAL_RANK]`` to ``DistributedDataParallel``, which torch rejects for a CPU
+module. :func:`fix_distributed_without_cuda` skips the device selection, falls back from
+the NCCL backend (GPU only) to gloo with a warning, and drops ``device_ids`` for CPU
+modules, so ``tools/dist_train.sh CONFIG N`` runs N CPU processes. Nothing changes where
+CUDA (or another accelerator mmengine knows) is available.
+"""
+import contextlib
+import functools
+import pickle
+from typing import Any, Callable, Iterator, List, Tuple, Union
+
+import numpy as np
+import torch
+import torch.serialization
+from mmengine.dist import utils as mmengine_dist_utils
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.model.wrappers import MMDistributedDataParallel
+from mmengine.runner import checkpoint as mmengine_checkpoint
+
+__all__ = [
+    'apply', 'mmengine_checkpoint_globals', 'mmengine_checkpoint_safe_globals',
+    'history_buffer_statistic_lookup', 'fix_checkpoint_loading', 'fix_distributed_without_cuda'
+]
+
+SafeGlobal = Union[Callable, Tuple[Callable, str]]
+
+# Marks the objects this module patched; its value is the original object.
+_ORIGINAL_ATTR = '__mmdysample_original__'
+# HistoryBuffer keeps its upstream (de)serialisation methods under this prefix, so that
+# files in mmengine's own format can still be written (tests) and the patch is reversible.
+_UPSTREAM_PREFIX = '_mmengine_upstream'
+
+# The statistics mmengine 0.10.7 defines in HistoryBuffer's class body (see
+# ``HistoryBuffer._set_default_statistics``); old checkpoints pickle them via getattr.
+HISTORY_BUFFER_DEFAULT_STATISTICS = frozenset({'min', 'max', 'mean', 'current'})
+
+# NumPy dtypes whose arrays/scalars mmengine writes into checkpoints: log histories
+# (float64 values, int64 counts) and numeric scalars (eta, best scores, seeds) that hooks
+# and metrics put into ``message_hub`` / ``meta``. Object, string and structured dtypes are
+# deliberately absent: none is needed, and object arrays would unpickle arbitrary items.
+_NUMPY_CHECKPOINT_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
+                            'uint32', 'uint64', 'float16', 'float32', 'float64')
+
+
+def history_buffer_statistic_lookup(owner: Any, name: Any) -> Callable:
+    """Stand-in for the ``builtins.getattr`` global while an mmengine checkpoint loads.
+
+    mmengine 0.10.7 pickles ``HistoryBuffer``'s default statistics methods as
+    ``getattr(HistoryBuffer, 'min' | 'max' | 'mean' | 'current')``. This function answers
+    exactly those four look-ups and nothing else, so the unpickler can read old checkpoints
+    without being handed a general attribute getter.
+
+    Args:
+        owner: the object the pickle asks an attribute of; must be ``HistoryBuffer``
+            itself (not a subclass, not an instance).
+        name: the attribute name; one of ``HISTORY_BUFFER_DEFAULT_STATISTICS``.
+
+    Returns:
+        The plain function ``HistoryBuffer.<name>``.
+
+    Raises:
+        pickle.UnpicklingError: for any other ``(owner, name)``.
+    """
+    if owner is HistoryBuffer and isinstance(name, str) \
+            and name in HISTORY_BUFFER_DEFAULT_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    allowed = ', '.join(sorted(HISTORY_BUFFER_DEFAULT_STATISTICS))
+    raise pickle.UnpicklingError(
+        f'refusing getattr({owner!r}, {name!r}) in checkpoint: only '
+        f'getattr(HistoryBuffer, name) with name in {{{allowed}}} is allowed')
+
+
+def _numpy_multiarray_names(function_name: str) -> List[str]:
+    # NumPy >= 2 pickles as numpy._core.multiarray.*, NumPy 1.x as numpy.core.multiarray.*.
+    return [f'numpy._core.multiarray.{function_name}', f'numpy.core.multiarray.{function_name}']
+
+
+def mmengine_checkpoint_safe_globals() -> List[SafeGlobal]:
+    """The globals, beyond torch's defaults, that an mmengine ``Runner`` checkpoint needs.
+
+    Returns a list in the format of ``torch.serialization.add_safe_globals``: objects, or
+    ``(object, 'qualified.name.in.the.pickle')`` pairs where the name differs from the
+    object's own (NumPy 1 vs 2 module names, and the restricted ``builtins.getattr``).
+    """
+    multiarray = getattr(np, '_core', None) or np.core
+    safe: List[SafeGlobal] = [np.ndarray, np.dtype, HistoryBuffer]
+    for function_name in ('_reconstruct', 'scalar'):
+        function = getattr(multiarray.multiarray, function_name)
+        safe += [(function, name) for name in _numpy_multiarray_names(function_name)]
+    # The dtype classes are never named in a pickle, but the unpickler's BUILD opcode only
+    # calls ``__setstate__`` on instances of allow-listed types.
+    safe += [type(np.dtype(name)) for name in _NUMPY_CHECKPOINT_DTYPES]
+    safe.append((history_buffer_statistic_lookup, 'builtins.getattr'))
+    return safe
+
+
+@contextlib.contextmanager
+def mmengine_checkpoint_globals() -> Iterator[None]:
+    """Allow-list :func:`mmengine_checkpoint_safe_globals` for the ``with`` block.
+
+    Unlike ``torch.serialization.safe_globals``, only the entries that were not
+    allow-listed before are removed on exit, so globals a user added with
+    ``add_safe_globals`` stay, and nesting is harmless.
+    """
+    already_safe = set(torch.serialization.get_safe_globals())
+    added = [entry for entry in mmengine_checkpoint_safe_globals() if entry not in already_safe]
+    torch.serialization.add_safe_globals(added)
+    try:
+        yield
+    finally:
+        remaining = [entry for entry in torch.serialization.get_safe_globals() if entry not in added]
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(remaining)
+
+
+def _is_patched(obj: Any) -> bool:
+    return hasattr(obj, _ORIGINAL_ATTR)
+
+
+def _with_checkpoint_globals(loader: Callable) -> Callable:
+    """Wrap a checkpoint loader function so it runs inside :func:`mmengine_checkpoint_globals`."""
+    if _is_patched(loader):
+        return loader
+
+    @functools.wraps(loader)
+    def load_with_mmengine_globals(*args, **kwargs):
+        with mmengine_checkpoint_globals():
+            return loader(*args, **kwargs)
+
+    setattr(load_with_mmengine_globals, _ORIGINAL_ATTR, loader)
+    return load_with_mmengine_globals
+
+
+def _weights_only_load_url(load_url: Callable) -> Callable:
+    """Wrap mmengine's ``load_url`` (``torch.hub.load_state_dict_from_url``, whose
+    ``weights_only`` defaults to ``False``) so downloaded checkpoints load weights-only."""
+    if _is_patched(load_url):
+        return load_url
+
+    @functools.wraps(load_url)
+    def load_url_weights_only(*args, **kwargs):
+        kwargs['weights_only'] = True
+        return load_url(*args, **kwargs)
+
+    setattr(load_url_weights_only, _ORIGINAL_ATTR, load_url)
+    return load_url_weights_only
+
+
+def _history_buffer_getstate(self: HistoryBuffer) -> dict:
+    """Pickled state of a ``HistoryBuffer``: its instance attributes only.
+
+    mmengine 0.10.7 also stored the class-wide statistics table (and, as a side effect,
+    left it in the instance ``__dict__``); its default entries pickle through
+    ``builtins.getattr``, which weights-only loading cannot allow safely.
+    """
+    state = dict(self.__dict__)
+    state.pop('statistics_methods', None)
+    return state
+
+
+def _history_buffer_setstate(self: HistoryBuffer, state: dict) -> None:
+    """Restore a ``HistoryBuffer``; statistics methods named in old checkpoints are added
+    only when no method of that name is registered (a checkpoint never replaces one)."""
+    state = dict(state)
+    statistics_methods = state.pop('statistics_methods', None) or {}
+    self._set_default_statistics()
+    for name, method in statistics_methods.items():
+        if callable(method):
+            self._statistics_methods.setdefault(name, method)
+    self.__dict__.update(state)
+
+
+def fix_checkpoint_loading() -> None:
+    """Make mmengine's checkpoint loaders work under ``weights_only=True`` (see module doc)."""
+    loader_cls = mmengine_checkpoint.CheckpointLoader
+    # Every registered scheme (and the module-level names, which schemes call each other by).
+    for prefix, loader in list(loader_cls._schemes.items()):
+        loader_cls._schemes[prefix] = _with_checkpoint_globals(loader)
+    for name in dir(mmengine_checkpoint):
+        if name.startswith('load_from_'):
+            setattr(mmengine_checkpoint, name,
+                    _with_checkpoint_globals(getattr(mmengine_checkpoint, name)))
+    # The classmethod covers schemes registered later by other packages.
+    load_checkpoint = loader_cls.__dict__['load_checkpoint'].__func__
+    if not _is_patched(load_checkpoint):
+        loader_cls.load_checkpoint = classmethod(_with_checkpoint_globals(load_checkpoint))
+    mmengine_checkpoint.load_url = _weights_only_load_url(mmengine_checkpoint.load_url)
+    for name, replacement in (('__getstate__', _history_buffer_getstate),
+                              ('__setstate__', _history_buffer_setstate)):
+        upstream_name = _UPSTREAM_PREFIX + name
+        if upstream_name not in HistoryBuffer.__dict__:  # first application
+            setattr(HistoryBuffer, upstream_name, HistoryBuffer.__dict__[name])
+        setattr(HistoryBuffer, name, replacement)
+
+
+def _has_accelerator() -> bool:
+    """Whether mmengine would put processes on a device of their own (CUDA, NPU, MLU,
+    MUSA): then its launchers work as they are."""
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
+    return is_cuda_available() or is_npu_available() or is_mlu_available() \
+        or is_musa_available()
+
+
+@contextlib.contextmanager
+def _cuda_set_device_skipped() -> Iterator[None]:
+    # Only entered when CUDA is unavailable, where torch.cuda.set_device can only raise.
+    set_device = torch.cuda.set_device
+    torch.cuda.set_device = lambda device: None
+    try:
+        yield
+    finally:
+        torch.cuda.set_device = set_device
+
+
+def _launcher_without_cuda(init_dist_launcher: Callable) -> Callable:
+    """Wrap mmengine's ``_init_dist_{pytorch,slurm,mpi}(backend, ...)`` for CUDA-less
+    machines: no ``torch.cuda.set_device``, and gloo instead of NCCL."""
+    if _is_patched(init_dist_launcher):
+        return init_dist_launcher
+
+    @functools.wraps(init_dist_launcher)
+    def init_dist_launcher_without_cuda(backend, *args, **kwargs):
+        if _has_accelerator():
+            return init_dist_launcher(backend, *args, **kwargs)
+        if backend == 'nccl':
+            print_log('No CUDA device: using the gloo backend instead of nccl for '
+                      'distributed CPU processes', logger='current', level=30)
+            backend = 'gloo'
+        with _cuda_set_device_skipped():
+            return init_dist_launcher(backend, *args, **kwargs)
+
+    setattr(init_dist_launcher_without_cuda, _ORIGINAL_ATTR, init_dist_launcher)
+    return init_dist_launcher_without_cuda
+
+
+def _ddp_init_for_cpu_modules(ddp_init: Callable) -> Callable:
+    """Wrap ``MMDistributedDataParallel.__init__``: torch's DDP requires
+    ``device_ids=None`` for a module whose parameters are on the CPU."""
+    if _is_patched(ddp_init):
+        return ddp_init
+
+    @functools.wraps(ddp_init)
+    def ddp_init_for_cpu_modules(self, module, *args, **kwargs):
+        devices = {p.device.type for p in module.parameters()}
+        if devices == {'cpu'}:
+            kwargs['device_ids'] = None
+            kwargs['output_device'] = None
+        return ddp_init(self, module, *args, **kwargs)
+
+    setattr(ddp_init_for_cpu_modules, _ORIGINAL_ATTR, ddp_init)
+    return ddp_init_for_cpu_modules
+
+
+def fix_distributed_without_cuda() -> None:
+    """Let mmengine's launchers and DDP wrapper run CPU processes (see module doc)."""
+    for name in ('_init_dist_pytorch', '_init_dist_slurm', '_init_dist_mpi'):
+        setattr(mmengine_dist_utils, name,
+                _launcher_without_cuda(getattr(mmengine_dist_utils, name)))
+    MMDistributedDataParallel.__init__ = _ddp_init_for_cpu_modules(
+        MMDistributedDataParallel.__init__)
+
+
+def apply() -> None:
+    """Apply every fix of this module. Idempotent."""
+    if hasattr(torch.serialization, 'get_safe_globals'):
+        # torch < 2.5 has no allow-list API (and torch < 2.6 does not default to
+        # weights_only=True): mmengine works there unchanged.
+        fix_checkpoint_loading()
+    fix_distributed_without_cuda()
+
+
+apply()

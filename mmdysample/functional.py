@@ -142,6 +142,14 @@ def dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int = 2,
         raise ValueError(f'offset must have shape (B, 2 * groups * s * s, H, W) = {expected} '
                          f'for x of shape {tuple(x.shape)}, groups={groups}, '
                          f'scale_factor={s}; got {tuple(offset.shape)}')
+    # Fused CPU kernel (mmdysample.ops): same values and gradients as the grid_sample path
+    # below, in one pass. Used for CPU float32/float64 inputs unless MMDYSAMPLE_FUSED=0 or
+    # mmdysample.ops.use_fused(False); returns None otherwise. Imported here: loads on use.
+    from .ops import fused_dysample_if_supported
+    fused_out = fused_dysample_if_supported(x, offset, s, groups)
+    if fused_out is not None:
+        return fused_out
+    # Reference path: normalised grid + F.grid_sample.
     grid = sampling_grid(offset, s, groups).to(x.dtype)
     out = F.grid_sample(
         x.reshape(B * groups, C // groups, H, W),

@@ -1,0 +1,7 @@
+# Faster R-CNN R50-FPN, 1x schedule, COCO. FPN top-down upsampling:
+# Table 2 factor 0.25 = Table 3 (1 group, static): LP, 1 group.
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmdysample'], allow_failed_imports=False)
+
+model = dict(neck=dict(upsample_cfg=dict(type='DySample', style='lp', groups=1, scope_factor=0.25)))

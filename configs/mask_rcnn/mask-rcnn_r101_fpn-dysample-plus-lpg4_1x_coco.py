@@ -1,0 +1,7 @@
+# Mask R-CNN R101-FPN, 1x schedule, COCO. FPN top-down upsampling:
+# DySample+: LP style, 4 groups, dynamic scope.
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r101_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmdysample'], allow_failed_imports=False)
+
+model = dict(neck=dict(upsample_cfg=dict(type='DySample+')))

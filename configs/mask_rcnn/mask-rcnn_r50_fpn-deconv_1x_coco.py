@@ -1,0 +1,7 @@
+# Mask R-CNN R50-FPN, 1x schedule, COCO. FPN top-down upsampling:
+# transposed conv 3x3, stride 2, padding 1, output padding 1 (paper Sec. 4).
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmdysample'], allow_failed_imports=False)
+
+model = dict(neck=dict(upsample_cfg=dict(type='Deconv')))

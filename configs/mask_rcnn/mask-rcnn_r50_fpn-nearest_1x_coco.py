@@ -1,0 +1,5 @@
+# Mask R-CNN R50-FPN, 1x schedule, COCO. FPN top-down upsampling:
+# nearest interpolation: mmdet's FPN unchanged (the paper's baseline).
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmdysample'], allow_failed_imports=False)

@@ -1,0 +1,7 @@
+# Panoptic FPN R50-FPN, 1x schedule, COCO. FPN top-down upsampling:
+# 3x3 conv to 4x channels then pixel shuffle (paper Sec. 4).
+_base_ = 'mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmdysample'], allow_failed_imports=False)
+
+model = dict(neck=dict(upsample_cfg=dict(type='PixelShuffle')))

@@ -1,0 +1,301 @@
+"""Measuring upsamplers and models: parameters, FLOPs, latency and peak memory.
+
+Used by ``tools/benchmark.py`` (one upsampler at a time) and ``tools/analyze_model.py``
+(whole detectors/segmentors). Nothing here is a FLOP counter of its own: FLOPs come from
+mmengine's tracing :class:`~mmengine.analysis.FlopAnalyzer`, to which
+:func:`flop_handlers` adds or replaces the handlers of the few operators the upsamplers use
+that it does not count exactly.
+
+FLOP convention (mmengine's/fvcore's): one fused multiply-add counts as one FLOP, and only
+the multiply-adds of the per-channel work are counted:
+
+==========================================  ===============================================
+operator                                    FLOPs
+==========================================  ===============================================
+``aten::_convolution``, ``linear``, mm...   mmengine's handlers (MACs)
+``aten::grid_sampler`` (DySample)           per output element (``N*C*Hout*Wout``): 4 for
+                                            bilinear (the weighted sum of 4 neighbours), 16
+                                            for bicubic, 0 for nearest (a copy). The
+                                            channel-independent work (weights from the
+                                            coordinates) is not counted.
+``aten::einsum`` (CARAFE's reassembly)      two operands: the product of the sizes of all
+                                            distinct indices (each is one MAC), exact;
+                                            mmengine's handler reads it back from
+                                            ``numpy.einsum_path``'s printout, rounded to 4
+                                            significant digits. More operands: mmengine's.
+``aten::scaled_dot_product_attention``      ``B*heads*L*S*(E + Ev)``: the two matmuls.
+``aten::pixel_shuffle``, ``pixel_unshuffle``,
+``aten::im2col`` (``F.unfold``)             0: pure data movement.
+``aten::upsample_{nearest,bilinear}2d``     mmengine's: 1 and 4 per output element.
+==========================================  ===============================================
+
+Elementwise arithmetic (``add``, ``mul``, ``sigmoid``, ``softmax``...) is not counted, as in
+mmengine and fvcore; :attr:`FlopCount.uncounted` lists what was skipped so reports can say so.
+
+Peak memory (:func:`peak_memory_bytes`): on CUDA, ``torch.cuda.max_memory_allocated`` over
+the call minus what was allocated before it. On CPU there is no allocator high-water mark,
+so the CPU allocator's own accounting is read through ``torch.profiler`` with
+``profile_memory=True``: it reports every allocation and free made while profiling, with
+its size; the peak is the highest running sum of those sizes, i.e. the largest number of
+bytes of tensor memory that the call itself held at any one time (inputs and parameters
+that existed before the call are not included; memory that libraries allocate outside
+PyTorch's allocator, e.g. oneDNN scratch space or thread stacks, is not seen).
+"""
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    'PAPER_SEGFORMER_B1', 'count_parameters', 'flop_handlers', 'FlopCount', 'count_flops',
+    'peak_memory_bytes', 'TimingStats', 'summarize_times', 'time_per_call', 'synchronize'
+]
+
+#: Table 4 of the paper (SegFormer-B1 on ADE20K, 512x512): FLOPs and parameters of the
+#: bilinear baseline, deltas of the other upsamplers, mIoU and bIoU. Only the upsamplers
+#: this plugin implements are listed.
+PAPER_SEGFORMER_B1: Dict[str, Dict[str, Any]] = {
+    'Bilinear': dict(flops='15.9G', params='13.7M', miou=41.68, biou=27.80),
+    'Deconv': dict(flops='+34.4G', params='+3.5M', miou=40.71, biou=25.94),
+    'PixelShuffle': dict(flops='+34.4G', params='+14.2M', miou=41.50, biou=26.58),
+    'CARAFE': dict(flops='+1.5G', params='+0.4M', miou=42.82, biou=29.84),
+    'DySample-S': dict(flops='+0.2G', params='+6.1K', miou=43.23, biou=29.53),
+    'DySample-S+': dict(flops='+0.3G', params='+12.3K', miou=43.58, biou=29.93),
+    'DySample': dict(flops='+0.3G', params='+49.2K', miou=43.21, biou=29.12),
+    'DySample+': dict(flops='+0.4G', params='+0.1M', miou=43.28, biou=29.23),
+}
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements of ``module`` (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+# ---------------------------------------------------------------------------------------
+# FLOPs
+# ---------------------------------------------------------------------------------------
+def _shape(value) -> Optional[List[int]]:
+    """Static shape of a traced tensor value (``None`` when it is not a complete tensor)."""
+    if value.isCompleteTensor():
+        return value.type().sizes()
+    return None
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return int(math.prod(shape))
+
+
+# per-output-element multiply-adds of grid_sampler, by its interpolation_mode argument
+_GRID_SAMPLER_MACS = {0: 4, 1: 0, 2: 16}  # bilinear, nearest, bicubic
+
+
+def grid_sampler_flops(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners)``:
+    4 (bilinear), 16 (bicubic) or 0 (nearest) multiply-adds per output element."""
+    mode = inputs[2].toIValue()
+    if mode not in _GRID_SAMPLER_MACS:
+        raise ValueError(f'grid_sampler interpolation_mode must be one of '
+                         f'{sorted(_GRID_SAMPLER_MACS)} (bilinear, nearest, bicubic), got {mode!r}')
+    return _GRID_SAMPLER_MACS[mode] * _numel(_shape(outputs[0]))
+
+
+def einsum_flops(inputs: List[Any], outputs: List[Any]) -> Union[int, float]:
+    """``aten::einsum(equation, operands)``: exact multiply-adds of a two-operand
+    contraction (the size of its iteration space); mmengine's estimate otherwise."""
+    from mmengine.analysis.jit_handles import einsum_flop_jit
+
+    equation = inputs[0].toIValue().replace(' ', '')
+    operands = list(inputs[1].node().inputs())
+    lhs = equation.split('->')[0].split(',')
+    if len(operands) != 2 or len(lhs) != 2 or '.' in equation:
+        return einsum_flop_jit(inputs, outputs)
+    sizes: Dict[str, int] = {}
+    for subscripts, operand in zip(lhs, operands):
+        shape = _shape(operand)
+        if shape is None or len(shape) != len(subscripts):
+            return einsum_flop_jit(inputs, outputs)
+        for letter, size in zip(subscripts, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)  # broadcasting size-1 dims
+    return _numel(sizes.values())
+
+
+def sdpa_flops(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::scaled_dot_product_attention(q, k, v, ...)``: ``Q K^T`` and ``A V``,
+    ``prod(batch dims) * L * S * (E + Ev)`` multiply-adds."""
+    q_shape, k_shape, v_shape = (_shape(v) for v in inputs[:3])
+    *batch, length, embed = q_shape
+    source = k_shape[-2]
+    return _numel(batch) * length * source * (embed + v_shape[-1])
+
+
+def _zero_flops(inputs: List[Any], outputs: List[Any]) -> int:
+    return 0
+
+
+def flop_handlers() -> Dict[str, Callable]:
+    """Handlers to add to mmengine's ``FlopAnalyzer`` (see the module docstring)."""
+    return {
+        'aten::grid_sampler': grid_sampler_flops,
+        'aten::einsum': einsum_flops,
+        'aten::scaled_dot_product_attention': sdpa_flops,
+        'aten::pixel_shuffle': _zero_flops,
+        'aten::pixel_unshuffle': _zero_flops,
+        'aten::im2col': _zero_flops,
+    }
+
+
+@dataclass
+class FlopCount:
+    """FLOPs (multiply-adds) of one traced forward pass.
+
+    Attributes:
+        total: all counted FLOPs.
+        by_operator: FLOPs per operator name (``conv``, ``grid_sampler``...).
+        uncounted: operators met in the trace that have no handler, with their number of
+            calls (elementwise arithmetic, mostly).
+    """
+    total: int
+    by_operator: Dict[str, int] = field(default_factory=dict)
+    uncounted: Dict[str, int] = field(default_factory=dict)
+
+
+def count_flops(model: nn.Module, inputs: Union[torch.Tensor, Tuple]) -> FlopCount:
+    """Trace ``model(*inputs)`` with mmengine's ``FlopAnalyzer`` plus :func:`flop_handlers`.
+
+    Args:
+        model: module whose forward takes ``inputs`` positionally and returns tensors.
+        inputs: a tensor or a tuple of tensors.
+    """
+    from mmengine.analysis import FlopAnalyzer
+
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs, )
+    was_training = model.training
+    model.eval()
+    try:
+        analyzer = FlopAnalyzer(model, inputs)
+        analyzer.set_op_handle(**flop_handlers())
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        analyzer.tracer_warnings('none')
+        with torch.no_grad():
+            total = analyzer.total()
+            by_operator = {k: int(v) for k, v in analyzer.by_operator().items()}
+            uncounted = dict(analyzer.unsupported_ops())
+    finally:
+        model.train(was_training)
+    return FlopCount(int(total), by_operator, uncounted)
+
+
+# ---------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------
+def synchronize(device: Union[str, torch.device]) -> None:
+    """Wait for the device's queued work (CUDA); nothing to do on CPU."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _cpu_peak_from_profiler(fn: Callable[[], Any]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    handle, trace_path = tempfile.mkstemp(suffix='.json')
+    os.close(handle)
+    try:
+        prof.export_chrome_trace(trace_path)
+        with open(trace_path) as trace_file:
+            events = json.load(trace_file)['traceEvents']
+    finally:
+        os.remove(trace_path)
+    memory_events = sorted(
+        (e for e in events
+         if e.get('name') == '[memory]' and e.get('args', {}).get('Device Type', 0) == 0),
+        key=lambda e: (e['ts'], e['args'].get('Ev Idx', 0)))
+    live_bytes = peak = 0
+    for event in memory_events:
+        live_bytes += event['args']['Bytes']  # negative for frees
+        peak = max(peak, live_bytes)
+    return peak
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: Union[str, torch.device] = 'cpu') -> int:
+    """Peak bytes of tensor memory allocated by one call of ``fn`` beyond what was allocated
+    before it (see the module docstring for how, per device).
+
+    Release anything the previous call left (e.g. ``.grad``) before calling, or on CPU its
+    freeing is not seen.
+    """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    if device.type == 'cpu':
+        return _cpu_peak_from_profiler(fn)
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device.type!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Time
+# ---------------------------------------------------------------------------------------
+@dataclass
+class TimingStats:
+    """Summary of repeated timings, in milliseconds per call.
+
+    ``samples`` holds one value per repeat (the mean over that repeat's iterations).
+    """
+    median: float
+    q1: float
+    q3: float
+    minimum: float
+    maximum: float
+    iters: int
+    samples: List[float]
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), 'iqr': self.iqr}
+
+
+def summarize_times(samples_ms: Sequence[float], iters: int) -> TimingStats:
+    """Median, quartiles (``statistics.quantiles``, inclusive method), min and max."""
+    samples = [float(s) for s in samples_ms]
+    if not samples:
+        raise ValueError('samples_ms must hold at least one timing')
+    if len(samples) == 1:
+        q1 = q3 = samples[0]
+    else:
+        q1, _, q3 = statistics.quantiles(samples, n=4, method='inclusive')
+    return TimingStats(statistics.median(samples), q1, q3, min(samples), max(samples), iters,
+                       samples)
+
+
+def time_per_call(fn: Callable[[], Any], iters: int,
+                  device: Union[str, torch.device] = 'cpu') -> float:
+    """Mean wall time of ``fn()`` over ``iters`` back-to-back calls, in milliseconds
+    (device synchronised before and after)."""
+    if iters < 1:
+        raise ValueError(f'iters must be a positive integer, got {iters!r}')
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3 / iters

@@ -1,0 +1,177 @@
+"""Just-in-time build of the fused C++ kernel and the switches that choose the fused path.
+
+The extension is compiled on first use with :func:`torch.utils.cpp_extension.load` into a
+per-user cache, one build per (Python, torch, instruction set) triple:
+
+* ``MMDYSAMPLE_EXTENSIONS_DIR`` sets the cache root (default
+  ``$XDG_CACHE_HOME/mmdysample/extensions``, i.e. ``~/.cache/mmdysample/extensions``);
+* on x86-64 CPUs where PyTorch itself runs its AVX2 (or AVX-512) kernels the build adds
+  ``-mavx2 -mfma`` and is cached under a name ending in ``_avx2``; elsewhere it is built with
+  portable flags only (``_generic``), so a cache is never loaded on a CPU it was not built for;
+* if the build fails (no compiler, no ninja, ...) a single :class:`RuntimeWarning` says why and
+  every call takes the pure-PyTorch reference path.
+
+Switches (checked on every call): the environment variable ``MMDYSAMPLE_FUSED=0`` (also
+``false``/``off``/``no``) disables the fused kernel; so does :func:`use_fused` (``False``), as a
+plain call or as a context manager.
+"""
+import logging
+import os
+import platform
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+__all__ = [
+    'FUSED_ENV_VAR', 'use_fused', 'fused_enabled', 'load_extension', 'extension_available',
+    'extension_cache_dir', 'extension_name'
+]
+
+FUSED_ENV_VAR = 'MMDYSAMPLE_FUSED'
+CACHE_ENV_VAR = 'MMDYSAMPLE_EXTENSIONS_DIR'
+_FALSE_WORDS = ('0', 'false', 'off', 'no')
+SOURCE = Path(__file__).resolve().parent / 'csrc' / 'dysample_sampling.cpp'
+
+logger = logging.getLogger(__name__)
+
+_switch_on = True
+_lock = threading.Lock()
+_extension = None
+_load_error: Optional[BaseException] = None
+
+
+class use_fused:  # noqa: N801  (used like a function, as torch.set_grad_enabled)
+    """Turn the fused DySample CPU kernel on or off.
+
+    Works as a plain call (the setting stays until changed) or as a context manager (the
+    previous setting comes back on exit)::
+
+        mmdysample.ops.use_fused(False)        # reference path from now on
+        with mmdysample.ops.use_fused(False):  # reference path inside the block only
+            y = upsampler(x)
+
+    The setting is process-wide (not per thread). ``use_fused(True)`` cannot override
+    ``MMDYSAMPLE_FUSED=0``; see :func:`fused_enabled`.
+
+    Args:
+        enabled: ``True`` to use the fused kernel where supported, ``False`` for the
+            pure-PyTorch reference path.
+    """
+
+    def __init__(self, enabled: bool):
+        global _switch_on
+        if not isinstance(enabled, bool):
+            raise TypeError(f'enabled must be True or False, got {enabled!r}')
+        self.previous = _switch_on
+        _switch_on = enabled
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        global _switch_on
+        _switch_on = self.previous
+        return False
+
+
+def fused_enabled() -> bool:
+    """Whether the fused kernel may be used: :func:`use_fused` is on and the environment
+    variable ``MMDYSAMPLE_FUSED`` is not ``0``/``false``/``off``/``no``."""
+    env = os.environ.get(FUSED_ENV_VAR, '1').strip().lower()
+    return _switch_on and env not in _FALSE_WORDS
+
+
+def _simd_variant() -> str:
+    machine = platform.machine().lower()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if machine in ('x86_64', 'amd64') and capability.startswith(('AVX2', 'AVX512')):
+        return 'avx2'
+    return 'generic'
+
+
+def extension_name() -> str:
+    """Module name of the build for this CPU (``mmdysample_sampling_avx2`` or ``..._generic``)."""
+    return f'mmdysample_sampling_{_simd_variant()}'
+
+
+def extension_cache_dir() -> Path:
+    """Directory holding the compiled extension for this Python, torch and CPU."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    if not root:
+        cache_home = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+            os.path.expanduser('~'), '.cache')
+        root = os.path.join(cache_home, 'mmdysample', 'extensions')
+    tag = f'py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}'
+    return Path(root) / tag.replace('+', '-') / extension_name()
+
+
+def _compile_flags():
+    if os.name == 'nt':
+        return ['/O2'] + (['/arch:AVX2'] if _simd_variant() == 'avx2' else [])
+    # -ffp-contract=off: the kernel fuses multiply-adds only where it says so (std::fma), so
+    # that the sampling coordinates round exactly like the reference path's.
+    flags = ['-O3', '-ffp-contract=off']
+    if _simd_variant() == 'avx2':
+        flags += ['-mavx2', '-mfma']
+    return flags
+
+
+def _build(verbose: bool):
+    from torch.utils.cpp_extension import load
+    build_dir = extension_cache_dir()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # ninja may live beside this interpreter (a venv's bin/) without being on PATH
+    path = os.environ.get('PATH', '')
+    extra = [os.path.dirname(sys.executable)]
+    try:
+        import ninja
+        extra.insert(0, ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        pass
+    os.environ['PATH'] = os.pathsep.join(extra + [path])
+    try:
+        return load(
+            name=extension_name(),
+            sources=[str(SOURCE)],
+            extra_cflags=_compile_flags(),
+            build_directory=str(build_dir),
+            verbose=verbose)
+    finally:
+        os.environ['PATH'] = path
+
+
+def load_extension(verbose: bool = False):
+    """The compiled extension module, building it on first use; ``None`` if it cannot be built.
+
+    A failed build is not retried in the same process; it is reported once with a
+    :class:`RuntimeWarning`. ``verbose=True`` shows the compiler commands (what ``make install``
+    should call to pre-build the cache: ``python -m mmdysample.ops``).
+    """
+    global _extension, _load_error
+    if _extension is not None or _load_error is not None:
+        return _extension
+    with _lock:
+        if _extension is None and _load_error is None:
+            logger.info('Compiling the fused DySample CPU kernel into %s (first use only)',
+                        extension_cache_dir())
+            try:
+                _extension = _build(verbose)
+            except Exception as error:  # no compiler, no ninja, compile error, bad cache...
+                _load_error = error
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                warnings.warn(
+                    'mmdysample: could not build the fused DySample CPU kernel '
+                    f'({type(error).__name__}: {first_line}); using the pure-PyTorch '
+                    f'reference path. Set {FUSED_ENV_VAR}=0 to silence this warning.',
+                    RuntimeWarning,
+                    stacklevel=3)
+    return _extension
+
+
+def extension_available() -> bool:
+    """Whether the fused kernel is built (building it now if needed) and loadable."""
+    return load_extension() is not None

@@ -1,0 +1,263 @@
+"""Every mmdet config of the plugin loads, builds its full-size model, differs from its
+nearest twin only in the FPN's upsample_cfg, and adds exactly the parameters the paper's
+formulas give.
+
+Full-size models are built on the ``meta`` device: every module is constructed exactly as
+on CPU (same classes, shapes and parameter counts) but no memory is allocated or
+initialised, which takes ~0.2 s instead of ~2 s per model. One config
+(``configs/faster_rcnn_dysample.py``) is also built for real and run on an image.
+"""
+import copy
+import functools
+import re
+from pathlib import Path
+
+import mmengine.config.utils as mmengine_config_utils
+import pytest
+import torch
+import yaml
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+import mmdysample  # noqa: F401
+from mmdysample.mmdet import UpsamplerFPN
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / 'configs'
+MMDET_CONFIGS = Path(__import__('mmdet').__file__).parent / '.mim' / 'configs'
+FOLDERS = ('faster_rcnn', 'mask_rcnn', 'panoptic_fpn')
+PREFIX = {'faster_rcnn': 'faster-rcnn', 'mask_rcnn': 'mask-rcnn', 'panoptic_fpn': 'panoptic-fpn'}
+TOP_LEVEL = 'faster_rcnn_dysample.py'
+
+C = 256  # FPN out_channels in every config
+NUM_TOP_DOWN_STEPS = 3  # 4 ResNet levels -> 3 upsamplings in mmdet's FPN
+
+
+def conv_params(cin, cout, kernel=1, bias=True):
+    return cin * cout * kernel * kernel + (cout if bias else 0)
+
+
+def dysample_step_params(style, groups, dyscope, s=2):
+    """Paper Sec. 3.2: LP projects C -> 2*g*s^2 channels at low resolution, PL projects
+    C/s^2 -> 2*g after pixel shuffle; the dynamic scope adds a bias-free twin projection."""
+    cin, cout = (C, 2 * groups * s * s) if style == 'lp' else (C // (s * s), 2 * groups)
+    return conv_params(cin, cout) + (conv_params(cin, cout, bias=False) if dyscope else 0)
+
+
+# upsampler token in the file name -> (upsample_cfg written in the config, params per step)
+UPSAMPLERS = {
+    'nearest': (None, 0),
+    'bilinear': (dict(mode='bilinear', align_corners=False), 0),
+    'deconv': (dict(type='Deconv'), conv_params(C, C, 3)),
+    'pixelshuffle': (dict(type='PixelShuffle'), conv_params(C, 4 * C, 3)),
+    # mmcv CARAFE defaults: compressor 1x1 C -> 64, encoder 3x3 64 -> k_up^2 * s^2 = 100
+    'carafe': (dict(type='CARAFE'), conv_params(C, 64) + conv_params(64, 5 * 5 * 2 * 2, 3)),
+    'dysample-lpg4': (dict(type='DySample'), dysample_step_params('lp', 4, False)),
+    'dysample-plus-lpg4': (dict(type='DySample+'), dysample_step_params('lp', 4, True)),
+    'dysample-s-plg8': (dict(type='DySample-S'), dysample_step_params('pl', 8, False)),
+    'dysample-s-plus-plg8': (dict(type='DySample-S+'), dysample_step_params('pl', 8, True)),
+    'dysample-lpg1-scope1-initnearest': (
+        dict(type='DySample', style='lp', groups=1, scope_factor=1.0, init='nearest'),
+        dysample_step_params('lp', 1, False)),
+    'dysample-lpg1-scope1': (dict(type='DySample', style='lp', groups=1, scope_factor=1.0),
+                             dysample_step_params('lp', 1, False)),
+    'dysample-lpg1-scope0.1': (dict(type='DySample', style='lp', groups=1, scope_factor=0.1),
+                               dysample_step_params('lp', 1, False)),
+    'dysample-lpg1': (dict(type='DySample', style='lp', groups=1, scope_factor=0.25),
+                      dysample_step_params('lp', 1, False)),
+    'dysample-lpg1-scope0.5': (dict(type='DySample', style='lp', groups=1, scope_factor=0.5),
+                               dysample_step_params('lp', 1, False)),
+    'dysample-plus-lpg1': (dict(type='DySample', style='lp', groups=1, dyscope=True),
+                           dysample_step_params('lp', 1, True)),
+    'dysample-plg4': (dict(type='DySample', style='pl', groups=4),
+                      dysample_step_params('pl', 4, False)),
+}
+PAPER_TABLE_ROWS = [('r50', u) for u in [
+    'nearest', 'bilinear', 'deconv', 'pixelshuffle', 'carafe', 'dysample-lpg4',
+    'dysample-plus-lpg4', 'dysample-s-plg8', 'dysample-s-plus-plg8'
+]] + [('r101', 'nearest'), ('r101', 'dysample-plus-lpg4')]
+ABLATIONS = ['dysample-lpg1-scope1-initnearest', 'dysample-lpg1-scope1',
+             'dysample-lpg1-scope0.1', 'dysample-lpg1', 'dysample-lpg1-scope0.5',
+             'dysample-plus-lpg1', 'dysample-plg4']
+
+
+def expected_configs():
+    """relative path -> (nearest twin relative path, upsampler token)."""
+    table = {}
+    for folder in FOLDERS:
+        rows = PAPER_TABLE_ROWS + ([('r50', u) for u in ABLATIONS]
+                                   if folder == 'faster_rcnn' else [])
+        for backbone, upsampler in rows:
+            name = f'{folder}/{PREFIX[folder]}_{backbone}_fpn-{{}}_1x_coco.py'
+            table[name.format(upsampler)] = (name.format('nearest'), upsampler)
+    table[TOP_LEVEL] = ('faster_rcnn/faster-rcnn_r50_fpn-nearest_1x_coco.py', 'dysample-lpg4')
+    return table
+
+
+EXPECTED = expected_configs()
+
+
+@pytest.fixture(scope='module', autouse=True)
+def mmdet_scope():
+    register_all_modules(init_default_scope=True)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def cached_mim_metainfo():
+    """``mmdet::`` bases make mmengine parse all ~100 of mmdet's metafiles for every
+    config (~1 s each); they do not change during a test run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mmengine_config_utils, '_get_cfg_metainfo',
+                      functools.lru_cache(maxsize=None)(
+                          mmengine_config_utils._get_cfg_metainfo))
+        yield
+
+
+@functools.lru_cache(maxsize=None)
+def load(relative_path):
+    return Config.fromfile(str(CONFIGS / relative_path))
+
+
+@functools.lru_cache(maxsize=None)
+def meta_model_params(relative_path):
+    """(total parameters, the neck's upsampler types) of the full-size model."""
+    from mmdet.registry import MODELS
+    with torch.device('meta'):
+        model = MODELS.build(copy.deepcopy(load(relative_path).model))
+    assert type(model.neck) is UpsamplerFPN
+    upsampler_types = (None if model.neck.upsamplers is None else
+                       [type(u).__name__ for u in model.neck.upsamplers])
+    return sum(p.numel() for p in model.parameters()), upsampler_types
+
+
+def test_every_mmdet_config_is_expected():
+    found = {str(p.relative_to(CONFIGS)) for folder in FOLDERS
+             for p in (CONFIGS / folder).glob('*.py')}
+    found |= {TOP_LEVEL} if (CONFIGS / TOP_LEVEL).exists() else set()
+    assert sorted(found) == sorted(EXPECTED)
+    assert len(EXPECTED) == 41
+
+
+@pytest.mark.parametrize('relative_path', sorted(EXPECTED))
+def test_config_is_its_nearest_twin_plus_the_upsample_cfg(relative_path):
+    twin_path, upsampler = EXPECTED[relative_path]
+    cfg = load(relative_path)
+    assert cfg.custom_imports == dict(imports=['mmdysample'], allow_failed_imports=False)
+    assert cfg.model.neck.type == 'FPN'
+    expected_cfg = UPSAMPLERS[upsampler][0]
+    if expected_cfg is None:
+        assert 'upsample_cfg' not in cfg.model.neck  # FPN default: dict(mode='nearest')
+    else:
+        assert cfg.model.neck.upsample_cfg.to_dict() == expected_cfg
+    this = cfg.to_dict()
+    twin = load(twin_path).to_dict()
+    this['model']['neck'].pop('upsample_cfg', None)
+    assert this == twin
+
+
+def without_scope_keys(cfg):
+    """Drop the ``_scope_='mmdet'`` that mmengine adds to every typed dict inherited
+    through an ``mmdet::`` base."""
+    if isinstance(cfg, dict):
+        return {k: without_scope_keys(v) for k, v in cfg.items() if k != '_scope_'}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(without_scope_keys(v) for v in cfg)
+    return cfg
+
+
+@pytest.mark.parametrize('folder,backbone', [(f, b) for f in FOLDERS for b in ('r50', 'r101')])
+def test_nearest_configs_are_upstream_plus_custom_imports(folder, backbone):
+    ours = load(f'{folder}/{PREFIX[folder]}_{backbone}_fpn-nearest_1x_coco.py').to_dict()
+    upstream = Config.fromfile(
+        str(MMDET_CONFIGS / folder / f'{PREFIX[folder]}_{backbone}_fpn_1x_coco.py')).to_dict()
+    assert ours.pop('custom_imports') == dict(imports=['mmdysample'],
+                                              allow_failed_imports=False)
+    assert without_scope_keys(ours) == without_scope_keys(upstream)
+    assert ours['model']['_scope_'] == 'mmdet'  # built in mmdet's registry scope
+
+
+@pytest.mark.parametrize('relative_path', sorted(EXPECTED))
+def test_full_size_model_adds_exactly_the_upsampler_parameters(relative_path):
+    twin_path, upsampler = EXPECTED[relative_path]
+    params, upsampler_types = meta_model_params(relative_path)
+    twin_params, twin_upsamplers = meta_model_params(twin_path)
+    assert twin_upsamplers is None
+    per_step = UPSAMPLERS[upsampler][1]
+    assert params - twin_params == NUM_TOP_DOWN_STEPS * per_step
+    if UPSAMPLERS[upsampler][0] is None or 'type' not in UPSAMPLERS[upsampler][0]:
+        assert upsampler_types is None  # interpolation: mmdet's FPN, no upsampler modules
+    else:
+        assert len(upsampler_types) == NUM_TOP_DOWN_STEPS
+
+
+def test_parameter_deltas_match_the_papers_arithmetic():
+    """Spelled-out numbers behind the README's explanation of the paper's Params column."""
+    assert dysample_step_params('lp', 4, False) == 256 * 32 + 32 == 8224
+    assert NUM_TOP_DOWN_STEPS * 8224 == 24_672  # DySample in our 3-step FPN, with biases
+    # the paper counts weights only: 8192 per step; 3 steps = 24.6K (Table 8), 4 = 32.7K
+    # (Table 6: its Faster R-CNN FPN had four upsampling stages)
+    assert 3 * 256 * 32 == 24_576 and 4 * 256 * 32 == 32_768
+
+
+def markdown_cells(line):
+    return [cell.strip() for cell in line.strip().strip('|').split('|')]
+
+
+def test_readme_parameter_columns_match_the_formulas():
+    """The 'Params added here (exact)' column of each README table equals the formula
+    (which test_full_size_model_adds_exactly_the_upsampler_parameters checks on the
+    built models)."""
+    for folder in FOLDERS:
+        column, checked = None, 0
+        for line in (CONFIGS / folder / 'README.md').read_text().splitlines():
+            if not line.startswith('|'):
+                column = None
+                continue
+            cells = markdown_cells(line)
+            if 'Params added here (exact)' in cells:
+                column = cells.index('Params added here (exact)')
+                continue
+            link = re.search(r'\]\(([^)]+\.py)\)', line)
+            if column is None or link is None:
+                continue
+            _, upsampler = EXPECTED[f'{folder}/{link.group(1)}']
+            documented = int(cells[column].lstrip('+').replace(',', ''))
+            assert documented == NUM_TOP_DOWN_STEPS * UPSAMPLERS[upsampler][1], line
+            checked += 1
+        assert checked == sum(1 for p in EXPECTED if p.startswith(folder + '/')) + (
+            3 if folder == 'faster_rcnn' else 0), folder  # 3 ablation rows repeat Table 6
+
+
+def test_metafiles_list_every_config_with_paper_results():
+    for folder in FOLDERS:
+        meta = yaml.safe_load((CONFIGS / folder / 'metafile.yml').read_text())
+        collections = {c['Name'] for c in meta['Collections']}
+        configs = [m['Config'] for m in meta['Models']]
+        assert sorted(configs) == sorted(f'configs/{p}' for p in EXPECTED
+                                         if p.startswith(folder + '/'))
+        for model in meta['Models']:
+            assert model['In Collection'] in collections
+            assert model['Name'] == Path(model['Config']).stem
+            assert (REPO / model['Config']).is_file()
+            source = model['Metadata']['Results Source']
+            if 'Results' in model:
+                assert source.startswith('paper-reported')
+                for result in model['Results']:
+                    assert result['Dataset'] == 'COCO'
+                    assert all(0 < v < 100 for v in result['Metrics'].values())
+            else:
+                assert source.startswith('none')
+
+
+def test_top_level_config_builds_for_real_and_runs():
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    cfg = load(TOP_LEVEL)
+    torch.manual_seed(0)
+    model = MODELS.build(copy.deepcopy(cfg.model)).eval()  # ImageNet weights not loaded
+    assert sum(p.numel() for p in model.parameters()) == meta_model_params(TOP_LEVEL)[0]
+    assert [type(u).__name__ for u in model.neck.upsamplers] == ['DySample'] * 3
+    packed = demo_mm_inputs(batch_size=1, image_shapes=(3, 64, 96))
+    with torch.no_grad():
+        results = model.test_step(packed)
+    assert results[0].pred_instances.bboxes.shape[1] == 4

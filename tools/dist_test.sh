@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Distributed testing on one or more nodes with torchrun (torch.distributed.run).
+#   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py options...]
+# GPUS is the number of processes on this node (one per GPU; on a machine without CUDA,
+# CPU processes talking over gloo). Multi-node: run it on every node with
+#   NNODES=<nodes> NODE_RANK=<0..NNODES-1> MASTER_ADDR=<node 0 address> PORT=<free port>
+set -euo pipefail
+
+if [ "$#" -lt 3 ]; then
+    echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py options...]" >&2
+    exit 2
+fi
+CONFIG=$1
+CHECKPOINT=$2
+GPUS=$3
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
+
+PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
+python -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$TOOLS_DIR/test.py" \
+    "$CONFIG" \
+    "$CHECKPOINT" \
+    --launcher pytorch "${@:4}"
