@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'check_scale_factor', 'check_feature', 'init_sampling_positions', 'sampling_grid',
+    'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature', 'init_sampling_positions', 'sampling_grid',
     'dysample', 'carafe'
 ]
 
@@ -35,6 +35,21 @@ def check_scale_factor(scale_factor, name: str = 'scale_factor') -> int:
     if int(scale_factor) < 2:
         raise ValueError(f'{name} must be an integer >= 2, got {scale_factor!r}')
     return int(scale_factor)
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as an ``int`` >= 1, or raise a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f'{name} must be a positive integer, got {value!r}')
+    return int(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise a ``TypeError`` naming ``name``
+    (so that ``dyscope='False'`` cannot silently mean ``True``)."""
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}')
+    return value
 
 
 def check_feature(x, name: str = 'x', channels: Optional[int] = None) -> None:
@@ -70,8 +85,7 @@ def init_sampling_positions(scale_factor: int,
         ``[x or y][group][row a][column b]``: the channel order :func:`dysample` expects.
     """
     s = check_scale_factor(scale_factor)
-    if isinstance(groups, bool) or not isinstance(groups, Integral) or groups < 1:
-        raise ValueError(f'groups must be a positive integer, got {groups!r}')
+    groups = check_positive_int(groups, 'groups')
     if init not in INIT_STYLES:
         raise ValueError(f'init must be one of {INIT_STYLES}, got {init!r}')
     if init == 'nearest':
@@ -132,8 +146,7 @@ def dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int = 2,
     s = check_scale_factor(scale_factor)
     check_feature(x, 'x')
     check_feature(offset, 'offset')
-    if isinstance(groups, bool) or not isinstance(groups, Integral) or groups < 1:
-        raise ValueError(f'groups must be a positive integer, got {groups!r}')
+    groups = check_positive_int(groups, 'groups')
     B, C, H, W = x.shape
     if C % groups:
         raise ValueError(f'channels of x ({C}) must be divisible by groups ({groups})')

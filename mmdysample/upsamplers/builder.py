@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Union
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from ..functional import check_scale_factor
+from ..functional import check_positive_int, check_scale_factor
 
 __all__ = ['register_upsampler', 'build_upsampler', 'registered_upsamplers']
 
@@ -55,8 +55,7 @@ def build_upsampler(cfg: Optional[Union[Dict, nn.Module]],
         scale_factor: integer upsampling ratio >= 2.
     """
     s = check_scale_factor(scale_factor)
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f'in_channels must be a positive integer, got {in_channels!r}')
+    in_channels = check_positive_int(in_channels, 'in_channels')
     if cfg is None:
         cfg = dict(mode='nearest')
     if not isinstance(cfg, dict):

@@ -7,8 +7,9 @@ mmcv's CUDA kernel on CUDA tensors and with :func:`mmdysample.functional.carafe`
 from mmcv.ops import CARAFEPack
 from mmcv.ops import carafe as mmcv_carafe
 
-from ..functional import carafe, check_feature, check_scale_factor
+from ..functional import carafe, check_feature, check_positive_int, check_scale_factor
 from .builder import register_upsampler
+from .conv import check_odd_kernel
 
 
 @register_upsampler('CARAFE')
@@ -29,12 +30,15 @@ class CARAFE(CARAFEPack):
     def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 5,
                  up_group: int = 1, encoder_kernel: int = 3, encoder_dilation: int = 1,
                  compressed_channels: int = 64):
+        in_channels = check_positive_int(in_channels, 'in_channels')
         s = check_scale_factor(scale_factor)
-        if up_group < 1 or in_channels % up_group:
+        if in_channels % check_positive_int(up_group, 'up_group'):
             raise ValueError(f'in_channels ({in_channels}) must be divisible by up_group '
                              f'({up_group})')
-        if up_kernel < 1 or up_kernel % 2 == 0:
-            raise ValueError(f'up_kernel must be a positive odd integer, got {up_kernel!r}')
+        check_odd_kernel(up_kernel, 'up_kernel')
+        check_odd_kernel(encoder_kernel, 'encoder_kernel')
+        check_positive_int(encoder_dilation, 'encoder_dilation')
+        check_positive_int(compressed_channels, 'compressed_channels')
         super().__init__(in_channels, s, up_kernel=up_kernel, up_group=up_group,
                          encoder_kernel=encoder_kernel, encoder_dilation=encoder_dilation,
                          compressed_channels=compressed_channels)

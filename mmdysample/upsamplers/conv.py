@@ -2,8 +2,16 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..functional import check_feature, check_scale_factor
+from ..functional import check_feature, check_positive_int, check_scale_factor
 from .builder import register_upsampler
+
+
+def check_odd_kernel(kernel_size, name: str) -> int:
+    """Return ``kernel_size`` if it is a positive odd integer (size-preserving padding
+    ``(k - 1) // 2``), else raise a ``ValueError`` naming ``name``."""
+    if check_positive_int(kernel_size, name) % 2 == 0:
+        raise ValueError(f'{name} must be a positive odd integer, got {kernel_size!r}')
+    return int(kernel_size)
 
 
 @register_upsampler('Deconv')
@@ -16,9 +24,9 @@ class Deconv(nn.ConvTranspose2d):
     requires_guide = False
 
     def __init__(self, in_channels: int, scale_factor: int = 2, kernel_size: int = 3):
+        in_channels = check_positive_int(in_channels, 'in_channels')
         s = check_scale_factor(scale_factor)
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f'kernel_size must be a positive odd integer, got {kernel_size!r}')
+        check_odd_kernel(kernel_size, 'kernel_size')
         super().__init__(in_channels, in_channels, kernel_size, stride=s,
                          padding=(kernel_size - 1) // 2, output_padding=s - 1)
         self.scale_factor = s
@@ -41,10 +49,9 @@ class PixelShuffle(nn.Module):
 
     def __init__(self, in_channels: int, scale_factor: int = 2, kernel_size: int = 3):
         super().__init__()
-        self.in_channels = in_channels
+        self.in_channels = check_positive_int(in_channels, 'in_channels')
         self.scale_factor = check_scale_factor(scale_factor)
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f'kernel_size must be a positive odd integer, got {kernel_size!r}')
+        check_odd_kernel(kernel_size, 'kernel_size')
         self.upsample_conv = nn.Conv2d(in_channels, in_channels * self.scale_factor**2,
                                        kernel_size, padding=(kernel_size - 1) // 2)
         self.init_weights()

@@ -1,12 +1,12 @@
 """DySample: upsampling by learned point sampling (Liu et al., ICCV 2023, Sec. 3)."""
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..functional import INIT_STYLES, check_feature, check_scale_factor, dysample, \
-    init_sampling_positions
+from ..functional import INIT_STYLES, check_bool, check_feature, check_positive_int, \
+    check_scale_factor, dysample, init_sampling_positions
 from .builder import register_upsampler
 
 STYLES = ('lp', 'pl')
@@ -59,16 +59,15 @@ class DySample(nn.Module):
             raise ValueError(f'style must be one of {STYLES}, got {style!r}')
         if groups is None:
             groups = DEFAULT_GROUPS[style]
-        if isinstance(groups, bool) or not isinstance(groups, Integral) or groups < 1:
-            raise ValueError(f'groups must be a positive integer, got {groups!r}')
+        groups = check_positive_int(groups, 'groups')
+        check_bool(dyscope, 'dyscope')
+        check_bool(scope_bias, 'scope_bias')
         if init not in INIT_STYLES:
             raise ValueError(f'init must be one of {INIT_STYLES}, got {init!r}')
         if (isinstance(scope_factor, bool) or not isinstance(scope_factor, Real)
                 or not scope_factor > 0):
             raise ValueError(f'scope_factor must be a positive number, got {scope_factor!r}')
-        if isinstance(in_channels, bool) or not isinstance(in_channels, Integral) \
-                or in_channels < 1:
-            raise ValueError(f'in_channels must be a positive integer, got {in_channels!r}')
+        in_channels = check_positive_int(in_channels, 'in_channels')
         if in_channels % groups:
             raise ValueError(f'in_channels ({in_channels}) must be divisible by groups '
                              f'({groups})')

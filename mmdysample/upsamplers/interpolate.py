@@ -2,7 +2,7 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..functional import check_feature, check_scale_factor
+from ..functional import check_feature, check_positive_int, check_scale_factor
 from .builder import register_upsampler
 
 INTERPOLATION_MODES = ('nearest', 'bilinear', 'bicubic', 'nearest-exact', 'area')
@@ -28,7 +28,7 @@ class Interpolate(nn.Module):
         if align_corners is not None and mode not in ('bilinear', 'bicubic'):
             raise ValueError(f'align_corners is only valid for bilinear/bicubic modes, '
                              f'got align_corners={align_corners!r} with mode={mode!r}')
-        self.in_channels = in_channels
+        self.in_channels = check_positive_int(in_channels, 'in_channels')
         self.scale_factor = check_scale_factor(scale_factor)
         self.mode = mode
         self.align_corners = align_corners
