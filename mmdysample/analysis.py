@@ -41,6 +41,7 @@ bytes of tensor memory that the call itself held at any one time (inputs and par
 that existed before the call are not included; memory that libraries allocate outside
 PyTorch's allocator, e.g. oneDNN scratch space or thread stacks, is not seen).
 """
+import copy
 import json
 import math
 import os
@@ -56,7 +57,8 @@ import torch.nn as nn
 
 __all__ = [
     'PAPER_SEGFORMER_B1', 'count_parameters', 'flop_handlers', 'FlopCount', 'count_flops',
-    'peak_memory_bytes', 'TimingStats', 'summarize_times', 'time_per_call', 'synchronize'
+    'peak_memory_bytes', 'TimingStats', 'summarize_times', 'time_per_call', 'synchronize',
+    'load_config', 'build_model', 'model_input', 'random_training_batch'
 ]
 
 #: Table 4 of the paper (SegFormer-B1 on ADE20K, 512x512): FLOPs and parameters of the
@@ -299,3 +301,129 @@ def time_per_call(fn: Callable[[], Any], iters: int,
         fn()
     synchronize(device)
     return (time.perf_counter() - start) * 1e3 / iters
+
+
+# ---------------------------------------------------------------------------------------
+# Models from configs
+# ---------------------------------------------------------------------------------------
+def load_config(config, cfg_options: Optional[Dict[str, Any]] = None):
+    """An mmengine ``Config`` from a path (or a ``Config``, copied), with ``cfg_options``
+    merged (``{'model.decode_head.upsample_cfg.type': 'DySample'}`` style keys)."""
+    from mmengine.config import Config
+
+    import mmdysample  # noqa: F401  (registers the plugin's modules)
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    elif isinstance(config, (str, os.PathLike)):
+        cfg = Config.fromfile(os.fspath(config))
+    else:
+        raise TypeError(f'config must be a path or an mmengine Config, got '
+                        f'{type(config).__name__}')
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+
+def build_model(config,
+                cfg_options: Optional[Dict[str, Any]] = None,
+                checkpoint: Optional[str] = None,
+                device: Union[str, torch.device] = 'cpu') -> nn.Module:
+    """Build ``cfg.model`` in the config's ``default_scope`` (mmdet, mmseg...), without
+    ``init_weights()`` (so no pretrained backbone is fetched; every layer has its
+    constructor's initialisation, DySample its paper one), optionally load a checkpoint
+    (mmengine's ``load_checkpoint``, non-strict: the missing/unexpected keys are logged),
+    and return it in eval mode on ``device``."""
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    cfg = load_config(config, cfg_options)
+    if 'model' not in cfg:
+        raise ValueError(f'config {config} has no model')
+    init_default_scope(cfg.get('default_scope', None) or 'mmengine')
+    model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    model.cfg = cfg
+    return model.to(device).eval()
+
+
+def model_input(model: nn.Module, height: int, width: int, batch: int = 1) -> torch.Tensor:
+    """A random input batch for ``model``'s tensor-mode forward (channels from its data
+    preprocessor's mean, 3 by default), on the model's device."""
+    channels = 3
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    mean = getattr(preprocessor, 'mean', None)
+    if isinstance(mean, torch.Tensor) and mean.numel() > 0:
+        channels = mean.numel()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, channels, height, width, generator=generator).to(device)
+
+
+def _random_seg_samples(batch: int, height: int, width: int, num_classes: int,
+                        generator: torch.Generator):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=torch.randint(
+            0, num_classes, (1, height, width), generator=generator))
+        sample.set_metainfo(dict(img_shape=(height, width), ori_shape=(height, width),
+                                 pad_shape=(height, width)))
+        samples.append(sample)
+    return samples
+
+
+def _random_det_samples(batch: int, height: int, width: int, num_classes: int,
+                        generator: torch.Generator, with_masks: bool):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    samples = []
+    for _ in range(batch):
+        num = 4
+        corner = torch.rand(num, 2, generator=generator) * torch.tensor([width, height]) * 0.6
+        size = (torch.rand(num, 2, generator=generator) * 0.3 + 0.1) * torch.tensor(
+            [width, height])
+        instances = InstanceData()
+        instances.bboxes = torch.cat([corner, corner + size], dim=1)
+        instances.labels = torch.randint(0, num_classes, (num, ), generator=generator)
+        if with_masks:
+            masks = torch.zeros(num, height, width, dtype=torch.uint8)
+            for i, (x0, y0, x1, y1) in enumerate(instances.bboxes.round().long().tolist()):
+                masks[i, y0:y1, x0:x1] = 1
+            instances.masks = BitmapMasks(masks.numpy(), height, width)
+        sample = DetDataSample()
+        sample.gt_instances = instances
+        sample.set_metainfo(dict(img_shape=(height, width), ori_shape=(height, width),
+                                 pad_shape=(height, width), batch_input_shape=(height, width),
+                                 scale_factor=(1.0, 1.0)))
+        samples.append(sample)
+    return samples
+
+
+def random_training_batch(model: nn.Module, height: int, width: int, batch: int = 2,
+                          seed: int = 0) -> Dict[str, Any]:
+    """A ``{'inputs': [...], 'data_samples': [...]}`` batch of random uint8 images and
+    random labels for ``model.train_step``: semantic maps for mmseg segmentors, 4 random
+    boxes (and box masks if the model has a mask head) per image for mmdet detectors."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8)
+              for _ in range(batch)]
+    module_name = type(model).__module__
+    if module_name.startswith('mmseg'):
+        num_classes = model.decode_head.num_classes
+        samples = _random_seg_samples(batch, height, width, num_classes, generator)
+    elif module_name.startswith('mmdet'):
+        roi_head = getattr(model, 'roi_head', None)
+        bbox_head = getattr(roi_head, 'bbox_head', None) or getattr(model, 'bbox_head', None)
+        num_classes = getattr(bbox_head, 'num_classes', 1)
+        with_masks = bool(getattr(roi_head, 'with_mask', False))
+        samples = _random_det_samples(batch, height, width, num_classes, generator, with_masks)
+    else:
+        raise ValueError(f'random_training_batch supports mmseg segmentors and mmdet '
+                         f'detectors, got {type(model).__name__} from {module_name}')
+    return dict(inputs=inputs, data_samples=samples)
