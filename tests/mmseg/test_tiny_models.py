@@ -2,19 +2,22 @@
 
 The models come from the repository's DySample configs, shrunk (tiny backbone, few channels
 and queries, BN instead of SyncBN, no pretrained weights) and fed hand-made SegDataSample
-batches of synthetic 64-96 px images.
+batches of synthetic 56-88 px images.
 """
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.optim import OptimWrapper
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 import mmdysample  # noqa: F401
+from mmdysample.upsamplers import DySample
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
 NUM_CLASSES = 4
@@ -41,16 +44,15 @@ def synthetic_batch(sizes, seed=0):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def tiny_segformer():
+def tiny_segformer(name):
     cfg = Config.fromfile(
-        CONFIGS / 'segformer' / 'segformer_mit-b1_dysample-s-plus_8xb2-160k_ade20k-512x512.py')
+        CONFIGS / 'segformer' / f'segformer_mit-b1_{name}_8xb2-160k_ade20k-512x512.py')
     model = cfg.model
     model.data_preprocessor.size = (64, 64)
     model.backbone.update(embed_dims=16, num_heads=[1, 2, 2, 4], num_layers=[1, 1, 1, 1],
                           init_cfg=None)
     model.decode_head.update(in_channels=[16, 32, 32, 64], channels=32,
                              num_classes=NUM_CLASSES, norm_cfg=dict(type='BN'))
-    assert model.decode_head.upsample_cfg == dict(type='DySample-S+')
     return MODELS.build(model)
 
 
@@ -64,7 +66,6 @@ def tiny_maskformer():
                           num_heads=[1, 2, 2, 4], window_size=4, drop_path_rate=0.0,
                           init_cfg=None)
     head = model.decode_head
-    assert head.pixel_decoder.upsample_cfg == dict(type='DySample-S+')
     head.update(in_channels=[16, 32, 64, 128], feat_channels=32, out_channels=32,
                 num_classes=NUM_CLASSES, num_queries=6)
     head.pixel_decoder.norm_cfg = dict(type='GN', num_groups=8)
@@ -82,30 +83,47 @@ def upsamplers_of(model):
     return list(getattr(head, 'pixel_decoder', head).upsamplers)
 
 
-@pytest.mark.parametrize('build, num_upsamplers', [(tiny_segformer, 6), (tiny_maskformer, 3)],
-                         ids=['segformer', 'maskformer'])
-def test_train_step_and_predict_step(build, num_upsamplers):
+@pytest.mark.parametrize('build, upsampler, num_upsamplers', [
+    (partial(tiny_segformer, 'dysample'), ('lp', 4, False), 6),
+    (partial(tiny_segformer, 'dysample-s-plus'), ('pl', 8, True), 6),
+    (tiny_maskformer, ('pl', 8, True), 3),
+], ids=['segformer-dysample', 'segformer-dysample-s-plus', 'maskformer-dysample-s-plus'])
+def test_train_step_and_predict_step(build, upsampler, num_upsamplers):
     register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     model = build()
     model.init_weights()
     upsamplers = upsamplers_of(model)
     assert len(upsamplers) == num_upsamplers
-    assert all(type(up).__name__ == 'DySample_SPlus' for up in upsamplers)
+    assert all(isinstance(up, DySample) and (up.style, up.groups, up.dyscope) == upsampler
+               for up in upsamplers)
 
+    # mmengine's train step: preprocess, forward, backward, SGD step, zero_grad. The
+    # gradients reaching the upsamplers are caught on their way.
+    grads = {}
+
+    def catch(key, grad):
+        grads[key] = grad.detach().clone()
+
+    for index, up in enumerate(upsamplers):
+        for name, param in up.named_parameters():
+            param.register_hook(partial(catch, (index, name)))
+    before = {key: param.detach().clone()
+              for key, param in upsamplers[-1].named_parameters()}
     model.train()
-    data = model.data_preprocessor(synthetic_batch([(64, 64), (56, 64)]), training=True)
-    losses = model(**data, mode='loss')
-    loss, _ = model.parse_losses(losses)
+    log_vars = model.train_step(synthetic_batch([(64, 64), (56, 64)]),
+                                OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    loss = log_vars['loss']
     assert torch.isfinite(loss) and loss > 0
-    loss.backward()
-    for up in upsamplers:
-        for param in (up.offset.weight, up.scope.weight):
-            assert param.grad is not None and torch.isfinite(param.grad).all()
-            assert param.grad.abs().sum() > 0
-    before = upsamplers[-1].offset.weight.detach().clone()
-    torch.optim.SGD(model.parameters(), lr=0.1).step()
-    assert not torch.equal(upsamplers[-1].offset.weight, before)
+    # every parameter of every upsampler (offset conv, and scope conv when dynamic) got a
+    # finite, non-zero gradient, and the step moved the last upsampler's parameters
+    expected = {(index, name) for index, up in enumerate(upsamplers)
+                for name, _ in up.named_parameters()}
+    assert set(grads) == expected
+    for key, grad in grads.items():
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, key
+    for name, param in upsamplers[-1].named_parameters():
+        assert not torch.equal(param, before[name]), name
 
     model.eval()
     # 72 x 88: not divisible by 32, so the chained outputs are resized to the 1/4 size
@@ -116,3 +134,4 @@ def test_train_step_and_predict_step(build, num_upsamplers):
     assert prediction.shape == (1, 72, 88)
     assert prediction.min() >= 0 and prediction.max() < NUM_CLASSES
     assert results[0].seg_logits.data.shape == (NUM_CLASSES, 72, 88)
+    assert torch.isfinite(results[0].seg_logits.data).all()
