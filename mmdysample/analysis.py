@@ -58,7 +58,8 @@ import torch.nn as nn
 __all__ = [
     'PAPER_SEGFORMER_B1', 'count_parameters', 'flop_handlers', 'FlopCount', 'count_flops',
     'peak_memory_bytes', 'TimingStats', 'summarize_times', 'time_per_call', 'synchronize',
-    'load_config', 'build_model', 'model_input', 'random_training_batch'
+    'load_config', 'build_model', 'model_input', 'random_training_batch',
+    'dysample_sampling_points', 'output_pixel_centres', 'DySampleRecorder'
 ]
 
 #: Table 4 of the paper (SegFormer-B1 on ADE20K, 512x512): FLOPs and parameters of the
@@ -427,3 +428,86 @@ def random_training_batch(model: nn.Module, height: int, width: int, batch: int 
         raise ValueError(f'random_training_batch supports mmseg segmentors and mmdet '
                          f'detectors, got {type(model).__name__} from {module_name}')
     return dict(inputs=inputs, data_samples=samples)
+
+
+# ---------------------------------------------------------------------------------------
+# DySample sampling points
+# ---------------------------------------------------------------------------------------
+def dysample_sampling_points(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Where a DySample layer samples its input ``x``, for every output pixel.
+
+    Returns:
+        ``(B, groups, s*H, s*W, 2)`` ``(x, y)`` positions in input pixel units, with input
+        pixel ``(i, j)`` covering ``[j, j+1] x [i, i+1]`` (its centre at ``(j+0.5, i+0.5)``),
+        the convention of :mod:`mmdysample.functional`. Output pixel ``(Y, X)`` has its
+        centre at ``((X + 0.5) / s, (Y + 0.5) / s)`` in the same units; with zero learned
+        offsets and the bilinear initialisation the two coincide.
+    """
+    from .upsamplers import DySample
+
+    if not isinstance(layer, DySample):
+        raise TypeError(f'layer must be a DySample module, got {type(layer).__name__}')
+    s, groups = layer.scale_factor, layer.groups
+    with torch.no_grad():
+        offset = layer.sampling_offsets(x)  # (B, 2*g*s*s, H, W), [x|y][group][a][b]
+    batch, _, height, width = offset.shape
+    offset = offset.view(batch, 2, groups, s, s, height, width)
+    centre_x = torch.arange(width, dtype=offset.dtype, device=offset.device) + 0.5
+    centre_y = torch.arange(height, dtype=offset.dtype, device=offset.device) + 0.5
+    pos_x = offset[:, 0] + centre_x  # (B, g, a, b, H, W)
+    pos_y = offset[:, 1] + centre_y[:, None]
+    points = torch.stack([pos_x, pos_y], dim=-1)  # (B, g, a, b, H, W, 2)
+    # output row Y = s*h + a, column X = s*w + b
+    points = points.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, groups, s * height,
+                                                         s * width, 2)
+    return points
+
+
+def output_pixel_centres(height: int, width: int, scale_factor: int,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(s*H, s*W, 2)`` centres of the output pixels in input pixel units (see
+    :func:`dysample_sampling_points`)."""
+    s = scale_factor
+    xs = (torch.arange(s * width, dtype=dtype) + 0.5) / s
+    ys = (torch.arange(s * height, dtype=dtype) + 0.5) / s
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+    return torch.stack([grid_x, grid_y], dim=-1)
+
+
+class DySampleRecorder:
+    """Forward hooks on every DySample layer of a model recording, per call, the layer
+    input's size and the sampling points (:func:`dysample_sampling_points`).
+
+    Use as a context manager; ``records`` maps each layer's qualified name to a list of
+    ``dict(input_size=(H, W), scale_factor=s, points=(B, g, sH, sW, 2) tensor)``, one per
+    call, in call order.
+    """
+
+    def __init__(self, model: nn.Module):
+        from .upsamplers import DySample
+
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, DySample)}
+        self.records: Dict[str, List[Dict[str, Any]]] = {name: [] for name in self.layers}
+        self._handles = []
+
+    def _hook(self, name: str):
+
+        def record(module, inputs, output):
+            x = inputs[0]
+            self.records[name].append(
+                dict(input_size=tuple(x.shape[-2:]), scale_factor=module.scale_factor,
+                     points=dysample_sampling_points(module, x.detach()).cpu()))
+
+        return record
+
+    def __enter__(self):
+        if not self.layers:
+            raise ValueError('the model has no DySample layer to record')
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc_info):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        return False

@@ -99,8 +99,9 @@ def parse_args(argv=None):
                         help='torch.set_num_threads (default: torch\'s own choice)')
     parser.add_argument('--iters', type=int, default=None,
                         help='calls per timed round (default: enough to fill ~50 ms)')
-    parser.add_argument('--warmup', type=int, default=3, help='untimed calls first')
-    parser.add_argument('--repeats', type=int, default=7, help='timed rounds')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed calls first (the last one also sets the auto --iters)')
+    parser.add_argument('--repeats', type=int, default=5, help='timed rounds')
     parser.add_argument('--upsamplers', nargs='+', default=None,
                         help='labels to benchmark (default: all); Bilinear is the '
                         'reference of the ratios')
@@ -150,22 +151,25 @@ def fused_kernel_switch() -> Optional[Callable[[bool], Any]]:
     return getattr(ops, 'use_fused', None)
 
 
+def fused_kernel_state() -> Dict[str, Any]:
+    """Whether DySample runs the fused CPU kernel in this process (switch, environment
+    variable and a successful build all needed)."""
+    try:
+        from mmdysample import ops
+    except ImportError:
+        return dict(available=False, enabled=False)
+    return dict(available=bool(ops.extension_available()), enabled=bool(ops.fused_enabled()))
+
+
 @contextlib.contextmanager
 def fused_kernel(enabled: bool):
-    """Run the block with the fused DySample kernel on or off, restoring the state after."""
-    from mmdysample import ops
-
+    """Run the block with the fused DySample kernel on or off (``use_fused`` as a context
+    manager: the previous setting comes back after)."""
     use_fused = fused_kernel_switch()
     if use_fused is None:
         raise RuntimeError('mmdysample.ops.use_fused is not available')
-    getter = next((getattr(ops, name) for name in ('fused_enabled', 'is_fused_enabled')
-                   if callable(getattr(ops, name, None))), None)
-    previous = getter() if getter is not None else True
-    use_fused(enabled)
-    try:
+    with use_fused(enabled):
         yield
-    finally:
-        use_fused(previous)
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,9 +211,10 @@ class Candidate:
         output.backward(self.output_grad)
 
 
-def calibrate_iters(fn: Callable[[], Any], device) -> int:
-    """Calls that fill about ``TARGET_REPEAT_SECONDS`` (one call is timed to decide)."""
-    seconds = time_per_call(fn, 1, device) / 1e3
+def iters_for(call_ms: float) -> int:
+    """Calls per timed round that fill about ``TARGET_REPEAT_SECONDS``, given one call's
+    time (at least 1, at most ``MAX_AUTO_ITERS``)."""
+    seconds = call_ms / 1e3
     return max(1, min(MAX_AUTO_ITERS, int(TARGET_REPEAT_SECONDS / max(seconds, 1e-6))))
 
 
@@ -220,27 +225,35 @@ def run_benchmark(args) -> Dict[str, Any]:
     if args.upsamplers:
         entries = [e for e in entries if e[0] in args.upsamplers]
     candidates: List[Candidate] = []
+    compare = args.compare_reference and fused_kernel_switch() is not None
+    if args.compare_reference and not compare:
+        print('--compare-reference: mmdysample.ops.use_fused not found; skipped')
+    if compare and not all(fused_kernel_state().values()):
+        print(f'--compare-reference: the fused kernel is not in use ({fused_kernel_state()}, '
+              f'MMDYSAMPLE_FUSED={os.environ.get("MMDYSAMPLE_FUSED")!r}): both timings of '
+              'each DySample variant take the reference path')
     for label, cfg in entries:
-        candidates.append(Candidate(label, cfg, args))
-    if args.compare_reference:
-        if fused_kernel_switch() is None:
-            print('--compare-reference: mmdysample.ops.use_fused not found; skipped')
-        else:
-            for label, cfg in entries:
-                if issubclass(MODELS.get(cfg['type']), DySample):
-                    candidates.append(Candidate(label + REFERENCE_SUFFIX, cfg, args, fused=False))
+        is_dysample = issubclass(MODELS.get(cfg['type']), DySample)
+        candidates.append(Candidate(label, cfg, args, fused=True if compare and is_dysample
+                                    else None))
+    if compare:
+        for label, cfg in entries:
+            if issubclass(MODELS.get(cfg['type']), DySample):
+                candidates.append(Candidate(label + REFERENCE_SUFFIX, cfg, args, fused=False))
 
     device = args.device
-    # warm-up and calibration
+    # warm-up; the last warm-up call (or one extra call) is timed to calibrate --iters
     for cand in candidates:
         try:
             cand.model.train()
-            for _ in range(args.warmup):
+            for _ in range(max(args.warmup - 1, 0)):
                 cand.forward()
                 cand.train_step()
+            forward_ms = time_per_call(cand.forward, 1, device)
+            train_ms = time_per_call(cand.train_step, 1, device)
             if args.iters is None:
-                cand.forward_iters = calibrate_iters(cand.forward, device)
-                cand.train_iters = calibrate_iters(cand.train_step, device)
+                cand.forward_iters = iters_for(forward_ms)
+                cand.train_iters = iters_for(train_ms)
         except Exception as error:  # report it in the table, go on with the others
             cand.error = f'{type(error).__name__}: {error}'
     alive = [c for c in candidates if c.error is None]
@@ -282,7 +295,7 @@ def settings_of(args) -> Dict[str, Any]:
     return dict(input_shape=[args.batch, args.channels, height, width],
                 scale_factor=args.scale, dtype=args.dtype, device=str(args.device),
                 threads=torch.get_num_threads(), iters=args.iters or 'auto',
-                warmup=args.warmup, repeats=args.repeats)
+                warmup=args.warmup, repeats=args.repeats, fused_kernel=fused_kernel_state())
 
 
 def environment_of(device) -> Dict[str, Any]:
@@ -330,7 +343,8 @@ def markdown_table(report: Dict[str, Any]) -> str:
         f"Input {'x'.join(map(str, s['input_shape']))}, x{s['scale_factor']}, {s['dtype']}, "
         f"{s['device']} ({env['device_name']}, {s['threads']} threads), torch {env['torch']}; "
         f"median over {s['repeats']} rounds (quartiles in brackets), "
-        f"{s['warmup']} warm-up calls.", '',
+        f"{s['warmup']} warm-up calls; fused DySample CPU kernel "
+        f"{'on' if all(s['fused_kernel'].values()) else 'off'}.", '',
         '| Upsampler | Params | FLOPs | Forward ms | x bilinear | Fwd+bwd ms | x bilinear '
         '| Peak mem fwd (MB) | Peak mem fwd+bwd (MB) | mIoU (paper) |',
         '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
@@ -350,7 +364,9 @@ def markdown_table(report: Dict[str, Any]) -> str:
             f"{_fmt_mb(r['peak_memory_train_bytes'])} | {miou} |")
     fused_lines = fused_vs_reference(report)
     if fused_lines:
-        lines += ['', '| Upsampler | Forward: reference / fused | Fwd+bwd: reference / fused |',
+        lines += ['', 'Fused kernel speed-up (reference-path median / fused median, same '
+                  'process):', '',
+                  '| Upsampler | Forward: reference / fused | Fwd+bwd: reference / fused |',
                   '|---|---:|---:|'] + fused_lines
     if report['skipped_guided_upsamplers']:
         lines += ['', 'Not benchmarked (need a guidance map): '

@@ -61,6 +61,7 @@ FORK_PREFIXES = {
     'decode_head.upsample_modules.': 'decode_head.upsamplers.',
 }
 _INDEXED_KEY = re.compile(r'^(\d+)\.(.+)$')
+_INIT_POS_KEY = re.compile(r'(^|\.)upsamplers\.\d+\.init_pos$')
 
 
 @dataclass
@@ -236,7 +237,7 @@ def check_against_model(converted: 'OrderedDict[str, torch.Tensor]', model: torc
     model_state = model.state_dict()
     converted = OrderedDict(converted)
     for key, value in model_state.items():
-        if key not in converted and key.endswith('.init_pos') and '.upsamplers.' in key:
+        if key not in converted and _INIT_POS_KEY.search(key):
             converted[key] = value.clone()
             report.filled.append(key)
     report.missing = [key for key in model_state if key not in converted]

@@ -4,6 +4,7 @@
 # GPUS is the number of processes on this node (one per GPU; on a machine without CUDA,
 # CPU processes talking over gloo). Multi-node: run it on every node with
 #   NNODES=<nodes> NODE_RANK=<0..NNODES-1> MASTER_ADDR=<node 0 address> PORT=<free port>
+# PYTHON selects the interpreter (default: python on PATH), e.g. PYTHON=.venv/bin/python.
 set -euo pipefail
 
 if [ "$#" -lt 3 ]; then
@@ -20,7 +21,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
 
 PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-python -m torch.distributed.run \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

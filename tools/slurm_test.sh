@@ -4,6 +4,7 @@
 # Environment: GPUS (total tasks, default 8), GPUS_PER_NODE (default 8),
 # CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun options, e.g. "--quotatype=auto"),
 # PY_ARGS (extra test.py options, appended after the command-line ones).
+# PYTHON selects the interpreter (default: python on PATH).
 set -euo pipefail
 
 if [ "$#" -lt 4 ]; then
@@ -32,5 +33,5 @@ srun -p "$PARTITION" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
-    python -u "$TOOLS_DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm \
+    "${PYTHON:-python}" -u "$TOOLS_DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm \
     "${@:5}" $PY_ARGS

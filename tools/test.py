@@ -9,9 +9,10 @@ The command line is mmdetection's ``tools/test.py``::
 
 As in ``tools/train.py``: mmdysample is imported first, the registries of the config's
 ``default_scope`` are populated, and missing local test data stop the run at once.
-``--out`` dumps the raw predictions to a pickle for both scopes (mmdet's ``DumpDetResults``
-for detection, mmengine's ``DumpResults`` otherwise); mmseg's PNG output is available with
-``--cfg-options test_evaluator.output_dir=DIR test_evaluator.keep_results=True``.
+``--out`` means what it means in the upstream tool of the config's scope: for mmdet (and
+mmpretrain) a ``.pkl`` file of raw predictions (mmdet's ``DumpDetResults`` / mmengine's
+``DumpResults``); for mmseg a directory where the metric writes the predicted label PNGs
+(``test_evaluator.output_dir``, ``keep_results=True``), as mmseg's ``tools/test.py`` does.
 ``--show-dir`` saves painted predictions (mmdet: under ``work_dir/<timestamp>/DIR``;
 mmseg: the visualizer's ``save_dir``). ``--tta`` uses the config's ``tta_model`` /
 ``tta_pipeline``; for detection configs without them, a horizontal-flip TTA as mmdet's.
@@ -53,7 +54,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir',
                         help='the directory to save the file containing evaluation metrics')
     parser.add_argument('--out', type=str,
-                        help='dump predictions to a pickle file (.pkl) for offline evaluation')
+                        help='mmdet configs: pickle file (.pkl) to dump the predictions to; '
+                        'mmseg configs: directory to save the predicted label maps in')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir',
                         help='directory where painted images will be saved (relative to '
@@ -70,9 +72,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
-        parser.error(f'--out must be a .pkl or .pickle file, got {args.out!r}')
     return args
+
+
+def apply_out_option(cfg, out: str, scope: str):
+    """Handle ``--out`` as the scope's upstream tool does.
+
+    Returns the metric to append to the runner's test evaluator (pickle dump), or ``None``
+    when ``cfg`` was changed instead (mmseg: ``test_evaluator.output_dir`` and
+    ``keep_results``).
+
+    Raises:
+        SystemExit: for a pickle scope when ``out`` is not a ``.pkl``/``.pickle`` path.
+    """
+    if scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = out
+        cfg.test_evaluator['keep_results'] = True
+        return None
+    if not out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'--out must be a .pkl or .pickle file for {scope} configs, '
+                         f'got {out!r}')
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out)
 
 
 def enable_visualization(cfg, args, scope: str):
@@ -129,7 +153,6 @@ def main(argv: Optional[Sequence[str]] = None):
     import_mmdysample()
 
     from mmengine.config import Config
-    from mmengine.evaluator import DumpResults
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
@@ -157,6 +180,10 @@ def main(argv: Optional[Sequence[str]] = None):
     if args.tta:
         enable_tta(cfg, scope)
 
+    dump_metric = None
+    if args.out is not None:
+        dump_metric = apply_out_option(cfg, args.out, scope)
+
     check_datasets(cfg, ['test'])
 
     if 'runner_type' not in cfg:
@@ -164,12 +191,8 @@ def main(argv: Optional[Sequence[str]] = None):
     else:
         runner = RUNNERS.build(cfg)
 
-    if args.out is not None:
-        if scope == 'mmdet':
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-        else:
-            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    if dump_metric is not None:
+        runner.test_evaluator.metrics.append(dump_metric)
 
     runner.test()
 

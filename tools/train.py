@@ -179,7 +179,9 @@ def check_datasets(cfg, phases: Sequence[str]) -> None:
     the message names every missing path and says how to prepare the dataset."""
     missing = missing_dataset_paths(cfg, phases)
     if missing:
-        lines = [f'{path} not found ({key})' for key, path, _ in missing]
+        lines = [f'{path} not found ({key}'
+                 + ('' if osp.isabs(path) else f', i.e. {osp.abspath(path)}') + ')'
+                 for key, path, _ in missing]
         hints = list(dict.fromkeys(hint for _, _, hint in missing))
         raise SystemExit('Dataset files are missing, nothing was run:\n  ' + '\n  '.join(lines)
                          + '\nTo fix: ' + '\n        '.join(hints))

@@ -18,8 +18,10 @@ plain call or as a context manager.
 import logging
 import os
 import platform
+import shutil
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -120,10 +122,30 @@ def _compile_flags():
     return flags
 
 
+def _compiler() -> str:
+    """The C++ compiler torch's JIT builder will call (``$CXX``, else ``c++``/``cl``)."""
+    return os.environ.get('CXX') or ('cl' if os.name == 'nt' else 'c++')
+
+
+def _remove_stale_lock(build_dir: Path, max_age_s: float = 600.0) -> None:
+    """Delete a build lock left by a process killed mid-build (torch waits on it forever)."""
+    lock = build_dir / 'lock'
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            lock.unlink()
+    except OSError:
+        pass
+
+
 def _build(verbose: bool):
     from torch.utils.cpp_extension import load
+    compiler = _compiler()
+    if shutil.which((compiler.split() or [''])[0]) is None:  # CXX may be 'ccache g++'
+        raise RuntimeError(f'no C++ compiler: {compiler!r} (from $CXX or the default) is not '
+                           'on PATH')
     build_dir = extension_cache_dir()
     build_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_lock(build_dir)
     # ninja may live beside this interpreter (a venv's bin/) without being on PATH
     path = os.environ.get('PATH', '')
     extra = [os.path.dirname(sys.executable)]
@@ -162,11 +184,14 @@ def load_extension(verbose: bool = False):
                 _extension = _build(verbose)
             except Exception as error:  # no compiler, no ninja, compile error, bad cache...
                 _load_error = error
-                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                first_line = (str(error).strip().splitlines() or [''])[0]
+                if len(first_line) > 200:
+                    first_line = first_line[:200] + '...'
                 warnings.warn(
                     'mmdysample: could not build the fused DySample CPU kernel '
                     f'({type(error).__name__}: {first_line}); using the pure-PyTorch '
-                    f'reference path. Set {FUSED_ENV_VAR}=0 to silence this warning.',
+                    'reference path (same results, slower). `python -m mmdysample.ops '
+                    f'--verbose` shows the build; {FUSED_ENV_VAR}=0 silences this warning.',
                     RuntimeWarning,
                     stacklevel=3)
     return _extension
