@@ -118,12 +118,24 @@ def load(relative_path):
     return Config.fromfile(str(CONFIGS / relative_path))
 
 
+# An unpadded 800x1199 COCO-sized image: ResNet levels 200x300, 100x150, 50x75, 25x38, so
+# the coarsest top-down step upsamples 25x38 to 50x76 and must crop it to 50x75.
+META_IMAGE_SIZE = (800, 1199)
+META_PYRAMID = [(200, 300), (100, 150), (50, 75), (25, 38), (13, 19)]
+
+
 @functools.lru_cache(maxsize=None)
 def meta_model_params(relative_path):
-    """(total parameters, the neck's upsampler types) of the full-size model."""
+    """(total parameters, the neck's upsampler types) of the full-size model.
+
+    The model is also run through its backbone and FPN on a meta image of
+    ``META_IMAGE_SIZE`` (shapes only), which checks the full-size channel wiring of every
+    upsampler and the odd-size cropping at 256 channels."""
     from mmdet.registry import MODELS
     with torch.device('meta'):
         model = MODELS.build(copy.deepcopy(load(relative_path).model))
+        features = model.extract_feat(torch.empty(1, 3, *META_IMAGE_SIZE))
+    assert [tuple(f.shape) for f in features] == [(1, C, h, w) for h, w in META_PYRAMID]
     assert type(model.neck) is UpsamplerFPN
     upsampler_types = (None if model.neck.upsamplers is None else
                        [type(u).__name__ for u in model.neck.upsamplers])
@@ -249,15 +261,84 @@ def test_metafiles_list_every_config_with_paper_results():
                 assert source.startswith('none')
 
 
-def test_top_level_config_builds_for_real_and_runs():
+def test_top_level_config_builds_for_real_like_on_meta():
+    """The meta-device builds above count what a real build allocates. (The top-level
+    config also trains and evaluates for real in tests/mmdet/test_mmdet_tools.py, shrunk.)"""
     from mmdet.registry import MODELS
-    from mmdet.testing import demo_mm_inputs
-    cfg = load(TOP_LEVEL)
-    torch.manual_seed(0)
-    model = MODELS.build(copy.deepcopy(cfg.model)).eval()  # ImageNet weights not loaded
+    model = MODELS.build(copy.deepcopy(load(TOP_LEVEL).model))  # ImageNet weights not loaded
     assert sum(p.numel() for p in model.parameters()) == meta_model_params(TOP_LEVEL)[0]
     assert [type(u).__name__ for u in model.neck.upsamplers] == ['DySample'] * 3
-    packed = demo_mm_inputs(batch_size=1, image_shapes=(3, 64, 96))
-    with torch.no_grad():
-        results = model.test_step(packed)
-    assert results[0].pred_instances.bboxes.shape[1] == 4
+    assert all(p.device.type == 'cpu' for p in model.parameters())
+
+
+# README column header -> metafile metric name
+README_METRIC_COLUMNS = {
+    'AP': 'box AP', 'AP (paper)': 'box AP', 'box AP': 'box AP', 'mask AP': 'mask AP',
+    'PQ': 'PQ', 'PQ<sup>th</sup>': 'PQ_th', 'PQ<sup>st</sup>': 'PQ_st', 'SQ': 'SQ', 'RQ': 'RQ',
+}
+
+
+def readme_rows(folder):
+    """(header cells, row cells, config file name) for every README table row with a link."""
+    header = None
+    for line in (CONFIGS / folder / 'README.md').read_text().splitlines():
+        if not line.startswith('|'):
+            header = None
+            continue
+        cells = markdown_cells(line)
+        if header is None:
+            header = cells
+            continue
+        link = re.search(r'\]\(([^)]+\.py)\)', line)
+        if link:
+            assert len(cells) == len(header), line
+            yield header, cells, link.group(1)
+
+
+@pytest.mark.parametrize('folder', FOLDERS)
+def test_readme_and_metafile_give_the_same_paper_numbers(folder):
+    meta = yaml.safe_load((CONFIGS / folder / 'metafile.yml').read_text())
+    metrics = {}
+    for model in meta['Models']:
+        metrics[Path(model['Config']).name] = {
+            name: value for result in model.get('Results', [])
+            for name, value in result['Metrics'].items()}
+    rows = 0
+    for header, cells, config in readme_rows(folder):
+        row = dict(zip(header, cells))
+        documented = {}
+        for column, metric in README_METRIC_COLUMNS.items():
+            if column in row and re.fullmatch(r'\d+\.\d', row[column]):
+                documented[metric] = float(row[column])
+        # the first value columns of each table (AP50... are not in the metafiles)
+        assert documented == {k: v for k, v in metrics[config].items() if k in documented}
+        assert set(documented) == set(metrics[config]), (config, documented)
+        ours = [c for h, c in row.items() if h.startswith('Ours')]
+        assert ours == [''], f'{config}: the "Ours" column stays empty until a COCO run'
+        rows += 1
+    assert rows >= len([p for p in EXPECTED if p.startswith(folder + '/')])
+
+
+@pytest.mark.parametrize('relative_path', [
+    'faster_rcnn/faster-rcnn_r50_fpn-nearest_1x_coco.py',
+    'faster_rcnn/faster-rcnn_r50_fpn-bilinear_1x_coco.py',
+])
+def test_interpolation_configs_neck_is_mmdet_fpn_bit_for_bit(relative_path):
+    """The full-size neck these configs build loads mmdet's own FPN's state dict strictly
+    and gives bit-identical outputs (odd-sized pyramid of an unpadded 50x75 image)."""
+    from mmdet.models.necks.fpn import FPN as MMDetFPN
+    from mmdet.registry import MODELS
+    neck_cfg = copy.deepcopy(load(relative_path).model.neck)
+    ours = MODELS.build(neck_cfg).eval()
+    assert type(ours) is UpsamplerFPN and ours.upsamplers is None
+    neck_cfg.pop('type')
+    neck_cfg.pop('_scope_', None)
+    upstream = MMDetFPN(**neck_cfg).eval()
+    ours.load_state_dict(upstream.state_dict(), strict=True)
+    assert list(ours.state_dict()) == list(upstream.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    inputs = tuple(torch.randn(1, c, h, w, generator=generator) for c, (h, w) in
+                   zip([256, 512, 1024, 2048], [(25, 38), (13, 19), (7, 10), (4, 5)]))
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        for expected, got in zip(upstream(inputs), ours(inputs)):
+            assert torch.equal(expected, got)
