@@ -16,7 +16,7 @@ FIND_LINKS := $(if $(and $(filter torch==2.13.0,$(TORCH_SPEC)),$(wildcard $(WHEE
 # Re-install only when the install recipe or the dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)-$(subst =,,$(subst /,_,$(TORCH_SPEC)))
 
-.PHONY: install test clean
+.PHONY: install test clean demo
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ $(STAMP):
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# End-to-end CPU demo: synthetic data (written once), DySample and baseline Faster R-CNN and
+# SegFormer trained and evaluated, table printed. Options: make demo DEMO_ARGS="--seeds 0 1".
+demo: install
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -32,6 +32,12 @@ operator                                    FLOPs
 Elementwise arithmetic (``add``, ``mul``, ``sigmoid``, ``softmax``...) is not counted, as in
 mmengine and fvcore; :attr:`FlopCount.uncounted` lists what was skipped so reports can say so.
 
+Transposed convolutions (``Deconv``) are mmengine's: ``Cin * Cout * k * k`` per *input*
+pixel, the multiply-adds a stride-2 transposed convolution really performs. The paper's
+Table 4 gives Deconv the same +34.4G as PixelShuffle, i.e. it counts the layer like a
+``k x k`` convolution evaluated at every *output* pixel (4x more at x2); expect that factor
+when comparing the Deconv rows.
+
 Peak memory (:func:`peak_memory_bytes`): on CUDA, ``torch.cuda.max_memory_allocated`` over
 the call minus what was allocated before it. On CPU there is no allocator high-water mark,
 so the CPU allocator's own accounting is read through ``torch.profiler`` with
@@ -48,7 +54,6 @@ import os
 import statistics
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 

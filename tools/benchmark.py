@@ -11,10 +11,11 @@ Measurements, all in one process so that ratios against bilinear are meaningful:
 
 * forward latency (``torch.no_grad``) and forward+backward latency (gradients of the
   parameters and of the input, as inside a network, from a fixed random output gradient);
-  ``--warmup`` calls first, then ``--repeats`` rounds. Each round times every upsampler in
-  turn (interleaved, so a burst of load from other processes hits all of them alike), each
-  for ``--iters`` back-to-back calls (default: as many as fill ~50 ms, at least 1). Reported:
-  the median over rounds of the per-call mean, with the quartiles and min/max.
+  ``--warmup`` calls first (the last one timed, to choose ``--iters``), then ``--repeats``
+  rounds. Each round times every upsampler in turn (interleaved, so a burst of load from
+  other processes hits all of them alike), each for ``--iters`` back-to-back calls (default:
+  as many as fill ~50 ms, at least 1). Reported: the median over rounds of the per-call
+  mean, with the quartiles and min/max. Ratios to bilinear are ratios of these medians.
 * peak memory of one forward and one forward+backward:
   :func:`mmdysample.analysis.peak_memory_bytes` (CUDA: ``max_memory_allocated``; CPU: the
   CPU allocator's own accounting read through ``torch.profiler(profile_memory=True)``;
@@ -305,11 +306,14 @@ def environment_of(device) -> Dict[str, Any]:
         device_name = platform.processor() or platform.machine()
         try:
             with open('/proc/cpuinfo') as cpuinfo:
-                names = [ln.split(':', 1)[1].strip() for ln in cpuinfo if ln.startswith('model name')]
+                names = [line.split(':', 1)[1].strip() for line in cpuinfo
+                         if line.startswith('model name')]
             device_name = names[0] if names else device_name
         except OSError:
             pass
-    return dict(device_name=device_name, cpu_count=os.cpu_count(), torch=torch.__version__,
+    load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, 'getloadavg') else None
+    return dict(device_name=device_name, cpu_count=os.cpu_count(), load_average_1_5_15=load,
+                torch=torch.__version__,
                 python=platform.python_version(), mmdysample=mmdysample.__version__,
                 time=time.strftime('%Y-%m-%d %H:%M:%S'))
 
@@ -341,7 +345,9 @@ def markdown_table(report: Dict[str, Any]) -> str:
     s, env = report['settings'], report['environment']
     lines = [
         f"Input {'x'.join(map(str, s['input_shape']))}, x{s['scale_factor']}, {s['dtype']}, "
-        f"{s['device']} ({env['device_name']}, {s['threads']} threads), torch {env['torch']}; "
+        f"{s['device']} ({env['device_name']}, {s['threads']} threads, load average "
+        f"{env['load_average_1_5_15'][0] if env['load_average_1_5_15'] else '?'} at the end), "
+        f"torch {env['torch']}; "
         f"median over {s['repeats']} rounds (quartiles in brackets), "
         f"{s['warmup']} warm-up calls; fused DySample CPU kernel "
         f"{'on' if all(s['fused_kernel'].values()) else 'off'}.", '',
@@ -407,8 +413,9 @@ def plot_latency(report: Dict[str, Any], path: str) -> None:
         positions = [i + offset for i in range(len(rows))]
         ax.barh(positions, medians, height=bar_height, xerr=spread, color=colour,
                 label=name, capsize=2)
-        for y, value in zip(positions, medians):
-            ax.text(value * 1.08, y, f'{value:.3g}', va='center', fontsize=7)
+        for y, value, row in zip(positions, medians, rows):
+            ax.text(max(row[key]['q3'], value) * 1.12, y, f'{value:.3g}', va='center',
+                    fontsize=7)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
@@ -443,9 +450,20 @@ def plot_latency_vs_miou(report: Dict[str, Any], path: str) -> bool:
         ax.scatter(r['forward_ms']['median'], r['paper_miou'], s=area, alpha=0.55,
                    color='#d62728' if is_dysample else '#1f77b4', edgecolors='black',
                    linewidths=0.6)
-        ax.annotate(f"{r['label']}\n{_fmt_count(r['flops'])}FLOPs",
-                    (r['forward_ms']['median'], r['paper_miou']), fontsize=7,
-                    xytext=(6, 6), textcoords='offset points')
+    # labels: to the right of each point, moved down while they would cover another label
+    # (in log-latency / mIoU units)
+    placed: List[Tuple[float, float]] = []
+    for r in sorted(rows, key=lambda r: -r['paper_miou']):
+        x, y = math.log10(r['forward_ms']['median']), r['paper_miou']
+        label_y = y
+        while any(abs(x - px) < 0.45 and abs(label_y - py) < 0.2 for px, py in placed):
+            label_y -= 0.2
+        placed.append((x, label_y))
+        ax.annotate(f"{r['label']} ({_fmt_count(r['flops'])}FLOPs)",
+                    (r['forward_ms']['median'], y), xytext=(r['forward_ms']['median'] * 1.25,
+                                                           label_y + 0.06),
+                    fontsize=7, arrowprops=dict(arrowstyle='-', lw=0.4, color='0.4')
+                    if label_y != y else None)
     ax.set_xscale('log')
     ax.set_xlabel('forward latency measured here (ms, log scale)')
     ax.set_ylabel('SegFormer-B1 mIoU on ADE20K (paper, Table 4)')

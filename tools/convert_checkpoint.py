@@ -267,14 +267,16 @@ def load_checkpoint_file(path: str) -> dict:
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
+
     parser = argparse.ArgumentParser(
         description="Convert a checkpoint of the DySample authors' mmdet/mmseg forks.")
     parser.add_argument('src', help='checkpoint of the fork (.pth)')
     parser.add_argument('dst', help='where to write the converted checkpoint')
     parser.add_argument('--config', help='config of the target model: fills init_pos '
                         'buffers and checks that every key loads')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-                        help='overrides of the config, mmengine style')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        metavar='KEY=VALUE', help='overrides of the config, mmengine style')
     parser.add_argument('--neck-index-map', type=int, nargs='+',
                         help='target index of each neck.upsample_modules index '
                         '(default: identity)')

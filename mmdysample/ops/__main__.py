@@ -1,13 +1,20 @@
-"""``python -m mmdysample.ops``: build (or find) the fused kernel's cache and report it."""
+"""``python -m mmdysample.ops [--verbose]``: build (or find) the fused kernel's cache and say
+where it is; exit status 1 if it cannot be built (the pure-PyTorch path is then used)."""
 import sys
 import time
 
 from .extension import extension_cache_dir, load_extension
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    unknown = [arg for arg in argv if arg != '--verbose']
+    if unknown:
+        print(f'usage: python -m mmdysample.ops [--verbose]; unknown arguments: {unknown}',
+              file=sys.stderr)
+        return 2
     start = time.perf_counter()
-    extension = load_extension(verbose='--verbose' in sys.argv[1:])
+    extension = load_extension(verbose='--verbose' in argv)
     if extension is None:
         print('mmdysample: the fused DySample CPU kernel could not be built; the pure-PyTorch '
               'path will be used', file=sys.stderr)

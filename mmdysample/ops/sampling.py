@@ -3,11 +3,13 @@ import threading
 from typing import Optional
 
 import torch
-from torch.autograd.function import once_differentiable
+import torch.nn.functional as F
 
-from .extension import fused_enabled, load_extension, use_fused
+from .extension import fused_enabled, load_extension
 
-__all__ = ['fused_dysample', 'fused_dysample_if_supported', 'fused_supported']
+__all__ = [
+    'fused_dysample', 'fused_dysample_if_supported', 'fused_supported', 'reference_dysample'
+]
 
 FUSED_DTYPES = (torch.float32, torch.float64)
 _MAX_PLANE = (2**31 - 1) // 16  # the kernel indexes a [H * W][16] buffer with int32
@@ -35,10 +37,8 @@ def _unnormalize_rounding(extension, dtype: torch.dtype) -> bool:
     if dtype not in _fused_unnormalize:
         with _rounding_lock:
             if dtype not in _fused_unnormalize:
-                from ..functional import dysample
                 x, offset = rounding_probe(dtype)
-                with use_fused(False):
-                    reference = dysample(x, offset, 4, 1)
+                reference = reference_dysample(x, offset, 4, 1)
                 choice = True
                 for fused in (True, False):
                     if torch.equal(extension.forward(x, offset, 4, 1, fused), reference):
@@ -46,6 +46,19 @@ def _unnormalize_rounding(extension, dtype: torch.dtype) -> bool:
                         break
                 _fused_unnormalize[dtype] = choice
     return _fused_unnormalize[dtype]
+
+
+def reference_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
+                      groups: int) -> torch.Tensor:
+    """The reference formulation of :func:`mmdysample.functional.dysample` (``sampling_grid`` +
+    ``F.grid_sample``), without argument checks or dispatch: what the fused kernel reproduces,
+    and what its double backward differentiates."""
+    from ..functional import sampling_grid
+    B, C, H, W = x.shape
+    grid = sampling_grid(offset, scale_factor, groups).to(x.dtype)
+    out = F.grid_sample(x.reshape(B * groups, C // groups, H, W), grid, mode='bilinear',
+                        padding_mode='border', align_corners=False)
+    return out.view(B, C, scale_factor * H, scale_factor * W)
 
 
 def rounding_probe(dtype: torch.dtype):
@@ -67,11 +80,20 @@ class _FusedDySampleFunction(torch.autograd.Function):
         return load_extension().forward(x, offset, scale_factor, groups, fused_unnormalize)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, offset = ctx.saved_tensors
         scale_factor, groups, fused_unnormalize = ctx.config
         need_x, need_offset = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():
+            # create_graph=True (double backward, e.g. a gradient penalty): the gradients must
+            # themselves be differentiable, so take them through the reference formulation
+            wanted = [t for t, need in ((x, need_x), (offset, need_offset)) if need]
+            grads = iter(torch.autograd.grad(
+                reference_dysample(x, offset, scale_factor, groups), wanted, grad_out,
+                create_graph=True))
+            grad_x = next(grads) if need_x else None
+            grad_offset = next(grads) if need_offset else None
+            return grad_x, grad_offset, None, None, None
         grad_x, grad_offset = load_extension().backward(
             _dense(grad_out), x, offset, scale_factor, groups, fused_unnormalize, need_x,
             need_offset)

@@ -1,6 +1,11 @@
 # Runtime shared by the demo configs (CPU, iteration-based, seeded). The data bases inherit
 # it and add the registry scope, the visualiser and its hook.
-custom_imports = dict(imports=['mmdysample', 'mmdysample.datasets'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmdysample', 'mmdysample.datasets', 'mmdysample.engine'],
+    allow_failed_imports=False)
+# RandomStateHook keeps the generator states in the checkpoints: `--resume` then continues
+# exactly as the uninterrupted run would have (tests/demo/test_runner_reliability.py).
+custom_hooks = [dict(type='RandomStateHook')]
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
