@@ -23,6 +23,8 @@ operator                                    FLOPs
                                             mmengine's handler reads it back from
                                             ``numpy.einsum_path``'s printout, rounded to 4
                                             significant digits. More operands: mmengine's.
+mmcv's ``CARAFEFunction`` (CUDA op,         ``N*C*Hout*Wout*k_up**2``, the same count.
+traced as ``prim::PythonOp``)
 ``aten::scaled_dot_product_attention``      ``B*heads*L*S*(E + Ev)``: the two matmuls.
 ``aten::pixel_shuffle``, ``pixel_unshuffle``,
 ``aten::im2col`` (``F.unfold``)             0: pure data movement.
@@ -135,6 +137,14 @@ def einsum_flops(inputs: List[Any], outputs: List[Any]) -> Union[int, float]:
     return _numel(sizes.values())
 
 
+def mmcv_carafe_flops(inputs: List[Any], outputs: List[Any]) -> int:
+    """mmcv's ``CARAFEFunction`` (the CUDA op, traced as ``prim::PythonOp``): every output
+    element is a ``kernel_size**2`` weighted sum, ``numel(output) * kernel_size**2``
+    multiply-adds; ``kernel_size`` is the op's first non-tensor argument."""
+    kernel_size = int(outputs[0].node().scalar_args()[0])
+    return _numel(_shape(outputs[0])) * kernel_size * kernel_size
+
+
 def sdpa_flops(inputs: List[Any], outputs: List[Any]) -> int:
     """``aten::scaled_dot_product_attention(q, k, v, ...)``: ``Q K^T`` and ``A V``,
     ``prod(batch dims) * L * S * (E + Ev)`` multiply-adds."""
@@ -153,6 +163,7 @@ def flop_handlers() -> Dict[str, Callable]:
     return {
         'aten::grid_sampler': grid_sampler_flops,
         'aten::einsum': einsum_flops,
+        'prim::PythonOp.CARAFEFunction': mmcv_carafe_flops,
         'aten::scaled_dot_product_attention': sdpa_flops,
         'aten::pixel_shuffle': _zero_flops,
         'aten::pixel_unshuffle': _zero_flops,
@@ -336,7 +347,8 @@ def build_model(config,
                 device: Union[str, torch.device] = 'cpu') -> nn.Module:
     """Build ``cfg.model`` in the config's ``default_scope`` (mmdet, mmseg...), without
     ``init_weights()`` (so no pretrained backbone is fetched; every layer has its
-    constructor's initialisation, DySample its paper one), optionally load a checkpoint
+    constructor's initialisation, DySample its paper one), turn SyncBN into BatchNorm on
+    CPU, optionally load a checkpoint
     (mmengine's ``load_checkpoint``, non-strict: the missing/unexpected keys are logged),
     and return it in eval mode on ``device``."""
     from mmengine.registry import MODELS, init_default_scope
@@ -347,6 +359,9 @@ def build_model(config,
         raise ValueError(f'config {config} has no model')
     init_default_scope(cfg.get('default_scope', None) or 'mmengine')
     model = MODELS.build(cfg.model)
+    if torch.device(device).type == 'cpu':
+        from mmengine.model import revert_sync_batchnorm
+        model = revert_sync_batchnorm(model)  # SyncBN needs CUDA and a process group
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, map_location='cpu')
     model.cfg = cfg

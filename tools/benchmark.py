@@ -159,7 +159,9 @@ def fused_kernel_state() -> Dict[str, Any]:
         from mmdysample import ops
     except ImportError:
         return dict(available=False, enabled=False)
-    return dict(available=bool(ops.extension_available()), enabled=bool(ops.fused_enabled()))
+    enabled = bool(ops.fused_enabled())
+    # checking availability builds the kernel if needed: only worth it when it is enabled
+    return dict(enabled=enabled, available=bool(ops.extension_available()) if enabled else False)
 
 
 @contextlib.contextmanager
