@@ -24,6 +24,7 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -366,7 +367,10 @@ def generate_synthetic_dataset(out_dir: str,
         meta.json                                     the generation parameters
 
     Args:
-        out_dir: output root (created; existing files of the same names are overwritten).
+        out_dir: output root, created if needed. A data set this function wrote there
+            before (``meta.json`` present) is replaced as a whole, so that no stale image
+            of a larger earlier set stays in the ADE20K folders (which are listed, not
+            indexed); ``coco/`` or ``ade20k/`` folders of other origin raise ``ValueError``.
         seed: base seed; scene ``i`` of split ``s`` uses ``np.random.default_rng((seed, s, i))``.
         num_train, num_val: number of scenes per split (>= 1).
         spec: :class:`SceneSpec`; default 128x128 scenes with 1-4 things.
@@ -389,6 +393,14 @@ def generate_synthetic_dataset(out_dir: str,
     start = time.perf_counter()
     coco_root = osp.join(out_dir, 'coco')
     ade_root = osp.join(out_dir, 'ade20k')
+    ours = osp.isfile(osp.join(out_dir, 'meta.json'))
+    for root in (coco_root, ade_root):
+        if osp.isdir(root) and os.listdir(root):
+            if not ours:
+                raise ValueError(f'out_dir {out_dir!r} already has a non-empty {root!r} that '
+                                 'was not written by generate_synthetic_dataset (no '
+                                 'meta.json); choose another out_dir')
+            shutil.rmtree(root)
     thing_categories = [c for c in CATEGORIES if c['isthing']]
     counts: Dict[str, Dict[str, int]] = {}
     for split_index, (split, num_images) in enumerate((('train', num_train), ('val', num_val))):

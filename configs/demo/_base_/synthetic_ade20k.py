@@ -47,6 +47,7 @@ test_evaluator = val_evaluator
 
 visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
                   name='visualizer')
-# draws every 25th validation image (prediction over ground truth) into
+# draws the validation images of every 25th batch (ground truth and prediction side by
+# side) into
 # <work_dir>/<timestamp>/vis_data/vis_image/
 default_hooks = dict(visualization=dict(type='SegVisualizationHook', draw=True, interval=25))

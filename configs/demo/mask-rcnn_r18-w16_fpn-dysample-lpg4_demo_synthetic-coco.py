@@ -1,0 +1,5 @@
+# Demo: the nearest baseline with DySample (LP style, 4 groups, static scope 0.25) in the 3
+# top-down upsampling steps of the FPN; nothing else changes.
+_base_ = './mask-rcnn_r18-w16_fpn-nearest_demo_synthetic-coco.py'
+
+model = dict(neck=dict(upsample_cfg=dict(type='DySample', style='lp', groups=4)))
