@@ -16,7 +16,7 @@ FIND_LINKS := $(if $(and $(filter torch==2.13.0,$(TORCH_SPEC)),$(wildcard $(WHEE
 # Re-install only when the install recipe or the dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)-$(subst =,,$(subst /,_,$(TORCH_SPEC)))
 
-.PHONY: install test clean demo
+.PHONY: install test clean demo bench
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ test: install
 # SegFormer trained and evaluated, table printed. Options: make demo DEMO_ARGS="--seeds 0 1".
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
+
+# Upsampler latency / memory / FLOPs table and plots (work_dirs/benchmark/). BENCH_ARGS="..."
+bench: install
+	$(PY) tools/benchmark.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ compatibility fixes for current PyTorch and registers the upsamplers and the pat
 necks/heads.
 """
 from . import compat  # noqa: F401  (first: fixes mmengine before anything loads a checkpoint)
+from . import engine  # noqa: F401  (RandomStateHook)
 from . import mmdet as mmdet_integration  # noqa: F401
 from . import mmseg as mmseg_integration  # noqa: F401
 from .upsamplers import build_upsampler, registered_upsamplers  # noqa: F401

@@ -48,6 +48,8 @@ DATASET_PREPARATION_HINTS = {
     'ADE20KDataset': "download ADEChallengeData2016 (images/, annotations/) into {data_root} "
                      "in mmseg's layout (mmseg docs: user_guides/2_dataset_prepare.md)",
 }
+SYNTHETIC_PREPARATION_HINT = ('generate the synthetic demo data: python '
+                              'tools/make_synthetic_data.py --out data/synthetic (or make demo)')
 GENERIC_PREPARATION_HINT = ('prepare the {dataset_type} dataset under {data_root} in the '
                             'layout the config expects (see the mmdet/mmseg dataset '
                             'preparation docs), or point data_root at it with '
@@ -146,6 +148,8 @@ def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, st
         for key, dataset in datasets:
             dataset_type = _type_name(dataset.get('type', ''))
             phase_hint = DATASET_PREPARATION_HINTS.get(dataset_type, GENERIC_PREPARATION_HINT)
+            if 'synthetic' in str(dataset.get('data_root') or ''):  # configs/demo/
+                phase_hint = SYNTHETIC_PREPARATION_HINT
             phase_hint = phase_hint.format(data_root=dataset.get('data_root') or '.',
                                            dataset_type=dataset_type or 'config\'s')
             for field, path in _dataset_paths(dataset):

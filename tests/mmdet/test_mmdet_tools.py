@@ -221,3 +221,14 @@ def test_train_without_coco_stops_at_once_naming_the_missing_path(train_tool, tm
         in message
     assert 'download COCO 2017' in message
     assert list(tmp_path.iterdir()) == []  # no work_dirs: the runner was never built
+
+
+def test_train_without_demo_data_says_how_to_generate_it(train_tool, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = REPO / 'configs' / 'demo' / 'segformer_mit-w16_bilinear_demo_synthetic-ade20k.py'
+    with pytest.raises(SystemExit) as stop:
+        train_tool.main([str(config)])
+    message = str(stop.value)
+    assert 'data/synthetic/ade20k/ not found (train_dataloader.dataset.data_root' in message
+    assert 'python tools/make_synthetic_data.py --out data/synthetic' in message
+    assert 'download' not in message
