@@ -26,6 +26,8 @@ $(STAMP):
 	$(PIP) install "setuptools>=77.0.3,<81" wheel numpy ninja packaging
 	MAX_JOBS=$(MAX_JOBS) $(PIP) install --no-build-isolation $(FIND_LINKS) "mmcv==2.1.0"
 	$(PIP) install --no-build-isolation -e ".[test,bench]"
+	@# the fused DySample CPU kernel (mmdysample/ops); without a compiler it stays pure PyTorch
+	$(PY) -m mmdysample.ops || echo "mmdysample: fused DySample kernel not built; the pure-PyTorch path will be used"
 	@# panopticapi (needed by mmdet's CocoPanopticMetric) is not on PyPI; panopticapi-lite
 	@# ships the module but pins numpy<2 for no reason, so it goes in without its deps.
 	$(PIP) install --no-deps "panopticapi-lite>=0.1"

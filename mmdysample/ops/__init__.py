@@ -5,7 +5,8 @@
 kernel that computes each output point's four corner indices and bilinear weights once per
 channel group and reuses them for the group's channels, forward and backward, with the same
 results as the ``grid_sample`` reference path (bit-identical forward, gradients equal up to
-summation order). Everything else (CUDA, float16/bfloat16, tracing, ONNX export,
+summation order; a double backward, ``create_graph=True``, differentiates the reference
+formulation). Everything else (CUDA, float16/bfloat16, mixed dtypes, tracing, ONNX export,
 ``torch.compile``) takes the reference path.
 
 The kernel is compiled on first use and cached (see :mod:`mmdysample.ops.extension`); when it

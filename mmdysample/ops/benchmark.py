@@ -8,8 +8,9 @@ round and the table shows the median ratio and its 25-75 % spread, plus median
 milliseconds. ``best`` is the ratio of the fastest runs (the case's over bilinear's): on a
 machine shared with other work, where a 2-thread parallel region can wait a whole scheduler
 slice for its second thread, it estimates the unloaded ratio; ``cpu`` is the median ratio of
-process CPU time (run with ``OMP_WAIT_POLICY=PASSIVE`` so that waiting threads sleep instead of
-spinning and only work is counted). ``--components`` adds the parts
+process CPU time (run with ``OMP_WAIT_POLICY=PASSIVE`` so that waiting threads sleep instead
+of spinning and only work is counted). ``ref/fused`` is the median over rounds of the
+reference path's time over the fused one's (the speed-up). ``--components`` adds the parts
 of a DySample layer: the sampling op alone on precomputed offsets (``kernel``) and the 1x1
 offset convolution (``offset conv``). Peak memory is the largest total of live CPU
 allocations made during one call (torch profiler), inputs excluded. All on CPU, float32.
@@ -128,10 +129,14 @@ def run(sizes, variants, repeats, warmup, scale_factor, memory=True, components=
                 ratios = sorted(t / b for t, b in zip(times[name], base))
                 quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
                 peak = peak_memory_bytes(fns[mode_index]) if memory else float('nan')
+                speedup = float('nan')
+                if name.endswith(' fused'):  # reference time / fused time, median over rounds
+                    reference = times[name[:-len('fused')] + 'reference']
+                    speedup = statistics.median(r / t for r, t in zip(reference, times[name]))
                 rows.append(('x'.join(map(str, size)), mode, name,
                              statistics.median(times[name]) * 1e3, statistics.median(ratios),
                              quartiles[0], quartiles[-1], min(times[name]) / min(base),
-                             cpu_ratio, peak / 2**20))
+                             cpu_ratio, speedup, peak / 2**20))
     return rows
 
 
@@ -158,10 +163,12 @@ def main(argv=None):
     print(f'load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} '
           f'{load_before[2]:.2f}, after: {os.getloadavg()[0]:.2f}')
     print(f'{"size":<14} {"mode":<17} {"case":<22} {"median ms":>10} {"x bilinear":>10} '
-          f'{"(25-75%)":>11} {"best":>6} {"cpu":>6} {"peak MiB":>9}')
-    for size, mode, name, ms, ratio, low, high, best, cpu, peak in rows:
+          f'{"(25-75%)":>11} {"best":>6} {"cpu":>6} {"ref/fused":>9} {"peak MiB":>9}')
+    for size, mode, name, ms, ratio, low, high, best, cpu, speedup, peak in rows:
+        speedup = '' if speedup != speedup else f'{speedup:.2f}'
         print(f'{size:<14} {mode:<17} {name:<22} {ms:>10.2f} {ratio:>10.2f} '
-              f'{f"{low:.2f}-{high:.2f}":>11} {best:>6.2f} {cpu:>6.2f} {peak:>9.1f}')
+              f'{f"{low:.2f}-{high:.2f}":>11} {best:>6.2f} {cpu:>6.2f} {speedup:>9} '
+              f'{peak:>9.1f}')
 
 
 if __name__ == '__main__':

@@ -8,6 +8,8 @@ per-user cache, one build per (Python, torch, instruction set) triple:
 * on x86-64 CPUs where PyTorch itself runs its AVX2 (or AVX-512) kernels the build adds
   ``-mavx2 -mfma`` and is cached under a name ending in ``_avx2``; elsewhere it is built with
   portable flags only (``_generic``), so a cache is never loaded on a CPU it was not built for;
+* it is compiled with OpenMP (``-fopenmp``), so that ``at::parallel_for`` uses PyTorch's
+  intra-op threads (``torch.set_num_threads``);
 * if the build fails (no compiler, no ninja, ...) a single :class:`RuntimeWarning` says why and
   every call takes the pure-PyTorch reference path.
 
@@ -111,12 +113,23 @@ def extension_cache_dir() -> Path:
     return Path(root) / tag.replace('+', '-') / extension_name()
 
 
+def _openmp_flags():
+    """OpenMP for at::parallel_for: without it ATen's header runs the loop on one thread.
+    (On Linux the kernel then links ``libgomp.so.1``, which resolves to the copy PyTorch has
+    already loaded, so there is one thread pool and ``torch.set_num_threads`` governs it.)"""
+    if os.name == 'nt':
+        return ['/openmp']
+    if sys.platform == 'darwin':
+        return []  # Apple clang has no -fopenmp: single-threaded kernel
+    return ['-fopenmp']
+
+
 def _compile_flags():
     if os.name == 'nt':
-        return ['/O2'] + (['/arch:AVX2'] if _simd_variant() == 'avx2' else [])
+        return ['/O2'] + (['/arch:AVX2'] if _simd_variant() == 'avx2' else []) + _openmp_flags()
     # -ffp-contract=off: the kernel fuses multiply-adds only where it says so (std::fma), so
     # that the sampling coordinates round exactly like the reference path's.
-    flags = ['-O3', '-ffp-contract=off']
+    flags = ['-O3', '-ffp-contract=off'] + _openmp_flags()
     if _simd_variant() == 'avx2':
         flags += ['-mavx2', '-mfma']
     return flags
@@ -160,6 +173,7 @@ def _build(verbose: bool):
             name=extension_name(),
             sources=[str(SOURCE)],
             extra_cflags=_compile_flags(),
+            extra_ldflags=[] if os.name == 'nt' else _openmp_flags(),
             build_directory=str(build_dir),
             verbose=verbose)
     finally:

@@ -1,0 +1,171 @@
+"""Choosing between the fused kernel and the reference path: switches, the one-time warning
+when the kernel cannot be built, and the pre-build entry point."""
+import sys
+import warnings
+
+import pytest
+import torch
+
+from mmdysample.functional import dysample
+from mmdysample.ops import extension as extension_module
+from mmdysample.ops import fused_enabled, use_fused
+
+FUSED_NODE = '_FusedDySampleFunctionBackward'
+
+
+def path_taken(**kwargs):
+    x = torch.randn(1, 8, 4, 5, requires_grad=True)
+    offset = torch.randn(1, 2 * 2 * 4, 4, 5)
+    y = dysample(x, offset, 2, 2)
+    return 'fused' if type(y.grad_fn).__name__ == FUSED_NODE else 'reference'
+
+
+@pytest.mark.usefixtures('fused_extension', 'no_fused_env')
+def test_fused_is_the_default():
+    assert fused_enabled()
+    assert path_taken() == 'fused'
+
+
+@pytest.mark.usefixtures('fused_extension')
+@pytest.mark.parametrize('value', ['0', 'false', 'OFF', ' no '])
+def test_env_var_forces_reference(monkeypatch, value):
+    monkeypatch.setenv('MMDYSAMPLE_FUSED', value)
+    assert not fused_enabled()
+    assert path_taken() == 'reference'
+    with use_fused(True):  # cannot override the environment
+        assert path_taken() == 'reference'
+
+
+@pytest.mark.usefixtures('fused_extension')
+@pytest.mark.parametrize('value', ['1', 'true', ''])
+def test_env_var_other_values_keep_fused(monkeypatch, value):
+    monkeypatch.setenv('MMDYSAMPLE_FUSED', value)
+    assert path_taken() == 'fused'
+
+
+@pytest.mark.usefixtures('fused_extension', 'no_fused_env')
+def test_use_fused_call_and_context_manager():
+    with use_fused(False):
+        assert path_taken() == 'reference'
+        with use_fused(True):
+            assert path_taken() == 'fused'
+        assert path_taken() == 'reference'
+    assert path_taken() == 'fused'
+    try:
+        use_fused(False)  # plain call: stays off
+        assert path_taken() == 'reference'
+    finally:
+        use_fused(True)
+    assert path_taken() == 'fused'
+
+
+def test_use_fused_rejects_non_bool():
+    with pytest.raises(TypeError, match='enabled must be True or False'):
+        use_fused('no')
+    with pytest.raises(TypeError, match='enabled must be True or False'):
+        use_fused(0)
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """Forget the loaded extension for this test (restored afterwards)."""
+    monkeypatch.delenv('MMDYSAMPLE_FUSED', raising=False)
+    monkeypatch.setattr(extension_module, '_extension', None)
+    monkeypatch.setattr(extension_module, '_load_error', None)
+
+
+def check_one_warning_and_reference_results(*reasons):
+    x = torch.randn(2, 8, 5, 3, requires_grad=True)
+    offset = torch.randn(2, 2 * 4 * 4, 5, 3) * 2
+    with use_fused(False):
+        expected = dysample(x, offset, 2, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        outputs = [dysample(x, offset, 2, 4) for _ in range(3)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1, messages
+    assert 'could not build the fused DySample CPU kernel' in messages[0]
+    assert any(reason in messages[0] for reason in reasons), messages[0]
+    assert 'MMDYSAMPLE_FUSED=0' in messages[0]
+    for y in outputs:
+        assert type(y.grad_fn).__name__ != FUSED_NODE
+        torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    outputs[0].sum().backward()
+    assert x.grad is not None
+
+
+@pytest.mark.usefixtures('fresh_loader')
+def test_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv('CXX', str(tmp_path / 'no-such-c++'))
+    monkeypatch.setenv('MMDYSAMPLE_EXTENSIONS_DIR', str(tmp_path / 'cache'))
+    check_one_warning_and_reference_results('no C++ compiler')
+    assert not (tmp_path / 'cache').exists()  # nothing half-built left behind
+
+
+@pytest.mark.usefixtures('fresh_loader')
+def test_unusable_cache_dir_falls_back_with_one_warning(monkeypatch, tmp_path):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a directory')
+    monkeypatch.setenv('MMDYSAMPLE_EXTENSIONS_DIR', str(blocker / 'cache'))
+    check_one_warning_and_reference_results('Error')
+
+
+@pytest.mark.usefixtures('fresh_loader')
+def test_failed_compilation_falls_back_with_one_warning(monkeypatch, tmp_path):
+    """A compiler that runs but fails (here: a script that exits 1; torch's compiler check
+    or the ninja build reports it)."""
+    fake = tmp_path / 'broken-c++'
+    fake.write_text('#!/bin/sh\necho "fake compiler error" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv('CXX', str(fake))
+    monkeypatch.setenv('MMDYSAMPLE_EXTENSIONS_DIR', str(tmp_path / 'cache'))
+    check_one_warning_and_reference_results('CalledProcessError', 'Error building extension')
+
+
+@pytest.mark.usefixtures('fresh_loader')
+def test_env_var_silences_the_build(monkeypatch, tmp_path):
+    monkeypatch.setenv('CXX', str(tmp_path / 'no-such-c++'))
+    monkeypatch.setenv('MMDYSAMPLE_FUSED', '0')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert path_taken() == 'reference'
+    assert extension_module._load_error is None  # no build was attempted
+
+
+def test_cache_dir_layout(monkeypatch, tmp_path):
+    monkeypatch.setenv('MMDYSAMPLE_EXTENSIONS_DIR', str(tmp_path))
+    cache = extension_module.extension_cache_dir()
+    assert cache.parent.parent == tmp_path
+    assert f'py{sys.version_info.major}{sys.version_info.minor}' in cache.parent.name
+    assert torch.__version__.replace('+', '-') in cache.parent.name
+    assert cache.name == extension_module.extension_name()
+    monkeypatch.delenv('MMDYSAMPLE_EXTENSIONS_DIR')
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+    assert extension_module.extension_cache_dir().parents[2] == tmp_path / 'xdg' / 'mmdysample'
+
+
+@pytest.mark.usefixtures('fused_extension')
+def test_prebuild_entry_point(capsys):
+    """``python -m mmdysample.ops`` (what an install step would run) finds or builds the
+    cache and says where. (Called in-process: a subprocess would spend its time importing
+    mmdet/mmseg.)"""
+    from mmdysample.ops.__main__ import main
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert 'fused DySample CPU kernel ready' in out
+    assert str(extension_module.extension_cache_dir()) in out
+
+
+@pytest.mark.usefixtures('fresh_loader')
+def test_prebuild_entry_point_reports_failure(monkeypatch, tmp_path, capsys):
+    from mmdysample.ops.__main__ import main
+    monkeypatch.setenv('CXX', str(tmp_path / 'no-such-c++'))
+    with pytest.warns(RuntimeWarning, match='no C\\+\\+ compiler'):
+        assert main(['--verbose']) == 1
+    assert 'could not be built' in capsys.readouterr().err
+
+
+def test_prebuild_entry_point_rejects_unknown_arguments(capsys):
+    from mmdysample.ops.__main__ import main
+    assert main(['--bogus']) == 2
+    assert 'unknown arguments' in capsys.readouterr().err
