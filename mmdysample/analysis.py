@@ -49,15 +49,17 @@ bytes of tensor memory that the call itself held at any one time (inputs and par
 that existed before the call are not included; memory that libraries allocate outside
 PyTorch's allocator, e.g. oneDNN scratch space or thread stacks, is not seen).
 """
+import contextlib
 import copy
 import json
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -224,11 +226,33 @@ def synchronize(device: Union[str, torch.device]) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's native library prints two
+    'USDT ... profiler_start/stop' lines on every start/stop, which would bury the output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _cpu_peak_from_profiler(fn: Callable[[], Any]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_silenced():
+        prof.start()
+    try:
         fn()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
     handle, trace_path = tempfile.mkstemp(suffix='.json')
     os.close(handle)
     try:
