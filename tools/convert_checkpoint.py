@@ -127,16 +127,23 @@ def _split_container(keys: Sequence[str], prefix: str) -> Dict[str, Tuple[int, s
     return found
 
 
-def _neck_targets(entries: Dict[str, Tuple[int, str]], index_map: Optional[List[int]],
-                  report: ConversionReport) -> Dict[str, str]:
+def _flat_targets(entries: Dict[str, Tuple[int, str]], index_map: Optional[List[int]],
+                  module: str, option: str, report: ConversionReport) -> Dict[str, str]:
+    """``{module}.upsample_modules.{i}.rest`` -> ``{module}.upsamplers.{index_map[i]}.rest``
+    (identity without ``index_map``); indices the map does not cover are reported unmapped."""
     targets = {}
     for key, (index, rest) in entries.items():
         if index_map is not None and index >= len(index_map):
-            report.unmapped.append((key, f'index {index} not in --neck-index-map '
-                                    f'{index_map}'))
+            report.unmapped.append((key, f'index {index} not in {option} {index_map}'))
             continue
         target_index = index if index_map is None else index_map[index]
-        targets[key] = f'neck.upsamplers.{target_index}.{rest}'
+        targets[key] = f'{module}.upsamplers.{target_index}.{rest}'
+    return targets
+
+
+def _neck_targets(entries: Dict[str, Tuple[int, str]], index_map: Optional[List[int]],
+                  report: ConversionReport) -> Dict[str, str]:
+    targets = _flat_targets(entries, index_map, 'neck', '--neck-index-map', report)
     if any(rest == 'scope.bias' for _, rest in entries.values()):
         report.notes.append(
             "the source's scope convs have a bias: build the model with "
@@ -156,14 +163,7 @@ def _head_targets(entries: Dict[str, Tuple[int, str]], index_map: Optional[List[
                                     '({i}.offset...) and nested ({i}.{k}.offset...) keys'))
         return targets
     if not any(is_nested):
-        for key, (index, rest) in entries.items():
-            if index_map is not None and index >= len(index_map):
-                report.unmapped.append((key, f'index {index} not in --head-index-map '
-                                        f'{index_map}'))
-                continue
-            target_index = index if index_map is None else index_map[index]
-            targets[key] = f'decode_head.upsamplers.{target_index}.{rest}'
-        return targets
+        return _flat_targets(entries, index_map, 'decode_head', '--head-index-map', report)
     level_offset = 0 if max(index for index, _ in nested.values()) == 3 else 1
     for key, (index, match) in nested.items():
         level, step = index + level_offset, int(match.group(1))
