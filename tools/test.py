@@ -42,7 +42,6 @@ def _load_train_tool():
 _train_tool = _load_train_tool()
 check_datasets = _train_tool.check_datasets
 import_mmdysample = _train_tool.import_mmdysample
-register_scope_modules = _train_tool.register_scope_modules
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -152,24 +151,10 @@ def main(argv: Optional[Sequence[str]] = None):
     args = parse_args(argv)
     import_mmdysample()
 
-    from mmengine.config import Config
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = register_scope_modules(cfg)
-    if scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-
-    # work_dir: command line > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg, scope = _train_tool.load_config(args)
 
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise SystemExit(f'checkpoint {args.checkpoint} not found')

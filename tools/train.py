@@ -235,13 +235,11 @@ def _enable_amp(cfg) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
-def main(argv: Optional[Sequence[str]] = None):
-    args = parse_args(argv)
-    import_mmdysample()
-
+def load_config(args: argparse.Namespace):
+    """The config of ``args.config`` with ``--launcher``, ``--cfg-options`` and the work_dir
+    (command line > config > ``./work_dirs/<config name>``) applied, and its scope's modules
+    registered. Returns ``(cfg, scope)``; shared by ``tools/train.py`` and ``tools/test.py``."""
     from mmengine.config import Config
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -251,12 +249,21 @@ def main(argv: Optional[Sequence[str]] = None):
     if scope == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
-
-    # work_dir: command line > config > ./work_dirs/<config name>
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg, scope
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    args = parse_args(argv)
+    import_mmdysample()
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    cfg, scope = load_config(args)
 
     if args.amp:
         _enable_amp(cfg)
