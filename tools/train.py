@@ -235,6 +235,15 @@ def _enable_amp(cfg) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
+def destroy_process_group() -> None:
+    """End the distributed run cleanly (torchrun workers): a process group left alive at
+    interpreter exit can abort the process in its communication threads' destructors
+    ('terminate called without an active exception') after the work is done."""
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
 def load_config(args: argparse.Namespace):
     """The config of ``args.config`` with ``--launcher``, ``--cfg-options`` and the work_dir
     (command line > config > ``./work_dirs/<config name>``) applied, and its scope's modules
@@ -291,6 +300,7 @@ def main(argv: Optional[Sequence[str]] = None):
     else:
         runner = RUNNERS.build(cfg)
     runner.train()
+    destroy_process_group()
 
 
 if __name__ == '__main__':
