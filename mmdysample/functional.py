@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature', 'init_sampling_positions', 'sampling_grid',
-    'dysample', 'carafe'
+    'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature',
+    'init_sampling_positions', 'sampling_grid', 'dysample', 'grid_sample_dysample', 'carafe'
 ]
 
 INIT_STYLES = ('bilinear', 'nearest')
@@ -162,15 +162,24 @@ def dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int = 2,
     fused_out = fused_dysample_if_supported(x, offset, s, groups)
     if fused_out is not None:
         return fused_out
-    # Reference path: normalised grid + F.grid_sample.
-    grid = sampling_grid(offset, s, groups).to(x.dtype)
+    return grid_sample_dysample(x, offset, s, groups)
+
+
+def grid_sample_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
+                         groups: int) -> torch.Tensor:
+    """The reference path of :func:`dysample` (normalised grid + ``F.grid_sample``), without
+    its argument checks or the fused-kernel dispatch: what the fused kernel reproduces, and
+    what its double backward differentiates. Same arguments and result as :func:`dysample`.
+    """
+    B, C, H, W = x.shape
+    grid = sampling_grid(offset, scale_factor, groups).to(x.dtype)
     out = F.grid_sample(
         x.reshape(B * groups, C // groups, H, W),
         grid,
         mode='bilinear',
         padding_mode='border',
         align_corners=False)
-    return out.view(B, C, s * H, s * W)
+    return out.view(B, C, scale_factor * H, scale_factor * W)
 
 
 def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_size: int,

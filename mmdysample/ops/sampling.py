@@ -3,8 +3,8 @@ import threading
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
+from ..functional import grid_sample_dysample as reference_dysample
 from .extension import fused_enabled, load_extension
 
 __all__ = [
@@ -46,19 +46,6 @@ def _unnormalize_rounding(extension, dtype: torch.dtype) -> bool:
                         break
                 _fused_unnormalize[dtype] = choice
     return _fused_unnormalize[dtype]
-
-
-def reference_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
-                      groups: int) -> torch.Tensor:
-    """The reference formulation of :func:`mmdysample.functional.dysample` (``sampling_grid`` +
-    ``F.grid_sample``), without argument checks or dispatch: what the fused kernel reproduces,
-    and what its double backward differentiates."""
-    from ..functional import sampling_grid
-    B, C, H, W = x.shape
-    grid = sampling_grid(offset, scale_factor, groups).to(x.dtype)
-    out = F.grid_sample(x.reshape(B * groups, C // groups, H, W), grid, mode='bilinear',
-                        padding_mode='border', align_corners=False)
-    return out.view(B, C, scale_factor * H, scale_factor * W)
 
 
 def rounding_probe(dtype: torch.dtype):
