@@ -13,7 +13,7 @@ from mmdet.models.necks.fpn import FPN
 from mmdet.registry import MODELS
 from mmengine.model import ModuleList
 
-from ..upsamplers import Interpolate, build_upsampler
+from ..upsamplers import build_upsampler
 
 __all__ = ['UpsamplerFPN', 'match_spatial_size']
 
@@ -92,13 +92,6 @@ class UpsamplerFPN(FPN):
         self.upsamplers = None
         if 'type' not in self.upsample_cfg:
             return
-        layer_type = self.upsample_cfg['type']
-        if 'mode' in self.upsample_cfg and layer_type not in ('Interpolate', Interpolate):
-            raise ValueError(
-                f"upsample_cfg has both type={layer_type!r} and the interpolation key "
-                f"'mode': a base config's dict(mode=...) was probably merged into yours; "
-                f"write upsample_cfg=dict(_delete_=True, type={layer_type!r}, ...) "
-                f"to replace it")
         num_top_down_steps = len(self.lateral_convs) - 1
         self.upsamplers = ModuleList([
             build_upsampler(self.upsample_cfg, self.out_channels, 2)

@@ -74,4 +74,10 @@ def build_upsampler(cfg: Optional[Union[Dict, nn.Module]],
         raise ValueError(f'unknown upsampler type {layer_type!r}; registered upsamplers: '
                          f'{", ".join(_UPSAMPLER_NAMES)} (or give no type and an '
                          f"interpolation mode, e.g. dict(mode='nearest'))")
+    if 'mode' in cfg and 'mode' not in inspect.signature(layer_cls).parameters:
+        name = layer_type if isinstance(layer_type, str) else layer_type.__name__
+        raise ValueError(
+            f"upsample cfg has both type={name!r} and the interpolation key 'mode', which "
+            f"{name} does not take: a base config's dict(mode=...) was probably merged into "
+            f"yours; write upsample_cfg=dict(_delete_=True, type={name!r}, ...) to replace it")
     return layer_cls(in_channels=in_channels, scale_factor=s, **cfg)

@@ -1,5 +1,6 @@
 """build_upsampler, the registry names, the paper's variant aliases and OpenMMLab lookups."""
 import copy
+import re
 
 import pytest
 import torch
@@ -173,3 +174,13 @@ def test_downstream_registries_find_the_plugin(package):
     with DefaultScope.overwrite_default_scope(package):
         layer = MODELS.build(dict(type='DySample-S', in_channels=16))
         assert (layer.style, layer.groups) == ('pl', 8)
+
+
+@pytest.mark.parametrize('name', ['DySample', 'DySample-S+', 'CARAFE', 'Deconv'])
+def test_type_merged_with_an_interpolation_mode_names_the_fix(name):
+    """A base config's dict(mode='nearest') merged with the user's dict(type=...) must not
+    reach the layer as an unexpected keyword: the error says how to replace the base cfg."""
+    with pytest.raises(ValueError, match=rf"both type='{re.escape(name)}' and the "
+                                         rf"interpolation key 'mode'.*_delete_=True"):
+        build_upsampler(dict(mode='nearest', type=name), 16, 2)
+    assert build_upsampler(dict(type='Interpolate', mode='bilinear'), 16, 2).mode == 'bilinear'
