@@ -180,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None):
         runner.test_evaluator.metrics.append(dump_metric)
 
     runner.test()
-    _train_tool.destroy_process_group()
+    _train_tool.finish_distributed_run()
 
 
 if __name__ == '__main__':
