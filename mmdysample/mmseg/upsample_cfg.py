@@ -4,65 +4,16 @@ Both take an ``upsample_cfg`` the way mmdet's FPN does: a config *with* a ``type
 learned upsamplers (:func:`mmdysample.upsamplers.build_upsampler`), one per x2 step; ``None``
 or a config *without* ``type`` keeps the upstream interpolation, and then may only restate it.
 """
-import copy
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..upsamplers.sites import check_interpolation_cfg, has_upsampler_type  # noqa: F401
+
 __all__ = ['has_upsampler_type', 'check_interpolation_cfg', 'fit_to_size']
 
 _MODES_WITH_ALIGN_CORNERS = ('linear', 'bilinear', 'bicubic', 'trilinear')
-
-
-def has_upsampler_type(upsample_cfg: Optional[Dict], owner: str) -> bool:
-    """``True`` when ``upsample_cfg`` names a registered upsampler ``type``.
-
-    Args:
-        upsample_cfg: ``None`` or a dict.
-        owner: the module taking the cfg, for error messages.
-
-    Raises:
-        TypeError: ``upsample_cfg`` is neither ``None`` nor a dict.
-    """
-    if upsample_cfg is None:
-        return False
-    if not isinstance(upsample_cfg, dict):
-        raise TypeError(f'{owner}: upsample_cfg must be None or a dict, '
-                        f'got {type(upsample_cfg).__name__}')
-    return 'type' in upsample_cfg
-
-
-def check_interpolation_cfg(upsample_cfg: Optional[Dict], owner: str,
-                            interpolation: Dict) -> Optional[Dict]:
-    """Validate a typeless ``upsample_cfg`` against the interpolation the module does anyway.
-
-    Args:
-        upsample_cfg: ``None`` or a dict without ``type``.
-        owner: the module taking the cfg, for error messages.
-        interpolation: the keys a typeless cfg may set and the only values they may take,
-            e.g. ``dict(mode='bilinear', align_corners=False)``.
-
-    Returns:
-        A copy of ``upsample_cfg`` (``None`` stays ``None``).
-
-    Raises:
-        ValueError: an unknown key, or a value that differs from ``interpolation``.
-    """
-    if upsample_cfg is None:
-        return None
-    unknown = sorted(set(upsample_cfg) - set(interpolation))
-    if unknown:
-        raise ValueError(
-            f'{owner}: an upsample_cfg without type only restates the interpolation '
-            f'({", ".join(sorted(interpolation))}); got unexpected keys {unknown}. '
-            f"Give a type (e.g. dict(type='DySample')) to use a learned upsampler.")
-    for key, value in upsample_cfg.items():
-        if value != interpolation[key]:
-            raise ValueError(f'{owner}: upsample_cfg {key}={value!r} differs from the '
-                             f'module\'s own {key}={interpolation[key]!r}; set it there '
-                             f'(an upsample_cfg without type cannot change it)')
-    return copy.deepcopy(dict(upsample_cfg))
 
 
 def fit_to_size(feat: torch.Tensor, size: Sequence[int], num_steps: int, mode: str,

@@ -42,7 +42,10 @@ def registered_upsamplers() -> List[str]:
 
 def build_upsampler(cfg: Optional[Union[Dict, nn.Module]],
                     in_channels: int,
-                    scale_factor: int = 2) -> nn.Module:
+                    scale_factor: int = 2,
+                    *,
+                    guide_channels: Optional[int] = None,
+                    where: Optional[str] = None) -> nn.Module:
     """Build an upsampling layer ``(B, C, H, W) -> (B, C, s*H, s*W)``.
 
     Args:
@@ -53,6 +56,11 @@ def build_upsampler(cfg: Optional[Union[Dict, nn.Module]],
             which gives a parameter-free :class:`Interpolate`. ``None`` means nearest.
         in_channels: channels of the feature to upsample.
         scale_factor: integer upsampling ratio >= 2.
+        guide_channels: channels of the higher-resolution feature the calling site can pass
+            as ``guide`` (see :func:`mmdysample.upsamplers.sites.upsample`); ``None`` when
+            the site has none. A guided layer (class attribute ``requires_guide = True``)
+            gets it as its ``guide_channels`` argument; with ``None`` it cannot be built.
+        where: the calling site, named in errors (e.g. ``'FPN top-down step 1'``).
     """
     s = check_scale_factor(scale_factor)
     in_channels = check_positive_int(in_channels, 'in_channels')
@@ -80,4 +88,12 @@ def build_upsampler(cfg: Optional[Union[Dict, nn.Module]],
             f"upsample cfg has both type={name!r} and the interpolation key 'mode', which "
             f"{name} does not take: a base config's dict(mode=...) was probably merged into "
             f"yours; write upsample_cfg=dict(_delete_=True, type={name!r}, ...) to replace it")
+    if getattr(layer_cls, 'requires_guide', False):
+        name = layer_type if isinstance(layer_type, str) else layer_type.__name__
+        if guide_channels is None:
+            raise ValueError(
+                f'upsampler type {name!r} is a guided upsampler (it needs the '
+                f'higher-resolution feature as a guide), but {where or "this site"} has no '
+                f'such feature; use a non-guided type here (e.g. DySample)')
+        cfg['guide_channels'] = check_positive_int(guide_channels, 'guide_channels')
     return layer_cls(in_channels=in_channels, scale_factor=s, **cfg)

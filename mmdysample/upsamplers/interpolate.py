@@ -19,6 +19,7 @@ class Interpolate(nn.Module):
         align_corners: as in ``F.interpolate``; the paper's bilinear baseline uses False.
     """
     requires_guide = False
+    accepts_size = True
 
     def __init__(self, in_channels: int, scale_factor: int = 2, mode: str = 'nearest',
                  align_corners=None):
@@ -33,8 +34,12 @@ class Interpolate(nn.Module):
         self.mode = mode
         self.align_corners = align_corners
 
-    def forward(self, x):
+    def forward(self, x, size=None):
+        """``(B, C, H, W) -> (B, C, s*H, s*W)``, or exactly ``size`` when given."""
         check_feature(x, 'x', self.in_channels)
+        if size is not None:
+            return F.interpolate(x, size=tuple(size), mode=self.mode,
+                                 align_corners=self.align_corners)
         return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode,
                              align_corners=self.align_corners)
 
