@@ -15,6 +15,10 @@ Differences from upstream, all additive:
 * before the runner is built, the local dataset files the config reads (``data_root``,
   annotation files, image/label directories, evaluator annotation files) are checked, and
   a missing one stops the run at once with its path and how to prepare the dataset;
+* checkpoints carry the generator states of every process (``RandomStateHook`` is added
+  to ``custom_hooks``), and ``--resume`` without a path takes the newest checkpoint of the
+  work directory that loads (skipping unreadable ones with a warning), reusing its seed when
+  ``randomness.seed`` is unset: a resumed run continues bit for bit;
 * ``--amp`` without an accelerator stops with a clear message instead of mmengine's
   assertion deep in the runner.
 
@@ -42,8 +46,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='enable automatically scaling LR (needs auto_scale_lr in config)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from this checkpoint; without a path, resume from the '
-                        'latest checkpoint in the work directory')
+                        help='resume from this checkpoint; without a path, from the newest '
+                        'checkpoint in the work directory that loads (unreadable ones are '
+                        'skipped with a warning; none at all: start anew)')
     tool_helpers.add_runner_arguments(parser)
     return tool_helpers.parse_runner_args(parser, argv)
 
@@ -82,13 +87,15 @@ def main(argv: Optional[Sequence[str]] = None):
             raise SystemExit('--auto-scale-lr needs auto_scale_lr=dict(enable=..., '
                              'base_batch_size=...) in the config')
 
-    # resume: an explicit checkpoint > the latest one in work_dir
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    from mmdysample.engine import CheckpointError, configure_resume, ensure_random_state_hook
+
+    # Generator states in every checkpoint, so that --resume continues bit for bit.
+    ensure_random_state_hook(cfg)
+    # --resume PATH: that checkpoint; --resume: the newest checkpoint in work_dir that loads.
+    try:
+        configure_resume(cfg, args.resume)
+    except CheckpointError as error:
+        raise SystemExit(f'--resume: {error}') from None
 
     tool_helpers.check_datasets(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
 
