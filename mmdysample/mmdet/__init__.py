@@ -7,9 +7,9 @@ Importing it re-registers, in mmdet's ``MODELS`` (``force=True``):
 - ``'PanopticFPNHead'`` -> :class:`UpsamplerPanopticFPNHead` (mmdet's head unless
   ``upsample_cfg`` is given).
 """
-from .fpn import UpsamplerFPN, match_spatial_size
+from .fpn import UpsamplerFPN
 from .panoptic_fpn_head import UpsamplerConvUpsample, UpsamplerPanopticFPNHead
 
 __all__ = [
-    'UpsamplerFPN', 'match_spatial_size', 'UpsamplerConvUpsample', 'UpsamplerPanopticFPNHead'
+    'UpsamplerFPN', 'UpsamplerConvUpsample', 'UpsamplerPanopticFPNHead'
 ]
