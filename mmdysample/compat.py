@@ -72,13 +72,21 @@ import pickle
 import warnings
 from typing import Any, Callable, Iterator, List, Tuple, Union
 
-import numpy as np
-import torch
-import torch.serialization
-from mmengine.dist import utils as mmengine_dist_utils
-from mmengine.logging import HistoryBuffer, print_log
-from mmengine.model.wrappers import MMDistributedDataParallel
-from mmengine.runner import checkpoint as mmengine_checkpoint
+from .versions import CORE_DISTRIBUTIONS, SUPPORTED_VERSIONS, check_versions, warn_if_unsupported
+
+# Before anything below touches torch's or mmengine's internals: an unsupported torch or
+# mmengine stops the import with what is installed and what is needed; an unsupported
+# version of an installed task library (used only by the integrations) gives a warning.
+check_versions(*CORE_DISTRIBUTIONS, missing_ok=False)
+warn_if_unsupported(*(name for name in SUPPORTED_VERSIONS if name not in CORE_DISTRIBUTIONS))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.serialization  # noqa: E402
+from mmengine.dist import utils as mmengine_dist_utils  # noqa: E402
+from mmengine.logging import HistoryBuffer, print_log  # noqa: E402
+from mmengine.model.wrappers import MMDistributedDataParallel  # noqa: E402
+from mmengine.runner import checkpoint as mmengine_checkpoint  # noqa: E402
 
 __all__ = [
     'apply', 'mmengine_checkpoint_globals', 'mmengine_checkpoint_safe_globals',
