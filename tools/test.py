@@ -147,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None):
         runner.test_evaluator.metrics.append(dump_metric)
 
     runner.test()
-    tool_helpers.finish_distributed_run()
+    tool_helpers.finish_distributed_run(runner)
 
 
 if __name__ == '__main__':

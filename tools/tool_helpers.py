@@ -176,23 +176,30 @@ def check_datasets(cfg, phases: Sequence[str]) -> None:
                          + '\nTo fix: ' + '\n        '.join(hints))
 
 
-def finish_distributed_run() -> None:
+def finish_distributed_run(runner=None) -> None:
     """End a distributed worker (torchrun, slurm) once its work is done and saved.
 
-    The process group is destroyed, then the worker exits at once with status 0
-    (``os._exit`` after flushing the logs and standard streams) instead of going through
-    interpreter finalisation: with torch 2.13, mmengine 0.10.7 and gloo, rank 0 aborted there
-    about once in 13 CPU runs of ``tools/dist_train.sh`` ('terminate called without an active
-    exception', SIGABRT, no Python frame on the stack, after the checkpoints and metrics were
-    written), which torchrun reports as a failed job. Nothing happens in a non-distributed run.
+    The runner's visualizer is closed (when no ``LoggerHook`` closed it already), the
+    process group is destroyed, the interpreter's exit handlers run (``atexit``: the final
+    flush of visualizer backends such as WandB and MLflow, of TensorBoard writers, and
+    ``logging``'s), and the worker exits at once with status 0 (``os._exit``) instead of
+    going through interpreter finalisation: with torch 2.13, mmengine 0.10.7 and gloo, rank 0
+    aborted there about once in 13 CPU runs of ``tools/dist_train.sh`` ('terminate called
+    without an active exception', SIGABRT, no Python frame on the stack, after the
+    checkpoints and metrics were written), which torchrun reports as a failed job. Nothing
+    happens in a non-distributed run.
     """
-    import logging
+    import atexit
 
     import torch.distributed as torch_dist
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return
+    if runner is not None:
+        from mmengine.hooks import LoggerHook
+        if not any(isinstance(hook, LoggerHook) for hook in runner.hooks):
+            runner.visualizer.close()  # LoggerHook.after_run closes it otherwise
     torch_dist.destroy_process_group()
-    logging.shutdown()
+    atexit._run_exitfuncs()  # what a normal exit runs before finalisation
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

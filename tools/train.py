@@ -101,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None):
 
     runner = tool_helpers.build_runner(cfg)
     runner.train()
-    tool_helpers.finish_distributed_run()
+    tool_helpers.finish_distributed_run(runner)
 
 
 if __name__ == '__main__':
