@@ -149,6 +149,8 @@ class MaskFormerHead(MMDetMaskFormerHead):
                                bound.arguments['enforce_decoder_input_project'])
 
 
+# inspect.signature(PixelDecoder) reads __new__; it takes what __init__ takes.
+PixelDecoder.__new__.__signature__ = inspect.signature(PixelDecoder.__init__)
 _MASKFORMER_HEAD_SIGNATURE = inspect.signature(MMDetMaskFormerHead.__init__)
 MaskFormerHead.__init__.__signature__ = _MASKFORMER_HEAD_SIGNATURE
 
