@@ -36,6 +36,8 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
+_YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS_DIR = osp.join(REPO_ROOT, 'tools')
 DEMO_TABLE = 'demo'
@@ -124,7 +126,7 @@ class Table:
 def metafiles(root: str = REPO_ROOT) -> List[str]:
     """The metafiles model-index.yml imports, in its order."""
     with open(osp.join(root, 'model-index.yml')) as f:
-        return list(yaml.safe_load(f)['Import'])
+        return list(yaml.load(f, Loader=_YAML_LOADER)['Import'])
 
 
 def _metric_name(name: str, where: str) -> str:
@@ -139,7 +141,7 @@ def load_tables(root: str = REPO_ROOT) -> Dict[str, Table]:
     for metafile in metafiles(root):
         folder = osp.basename(osp.dirname(metafile))
         with open(osp.join(root, metafile)) as f:
-            meta = yaml.safe_load(f)
+            meta = yaml.load(f, Loader=_YAML_LOADER)
         titles = {}
         for collection in meta.get('Collections', []):
             for table_id, title in collection.get('Metadata', {}).get('Paper Tables',
