@@ -22,15 +22,21 @@ The demo table's metafile (``configs/demo/metafile.yml``) is itself generated fr
 ``tools/demo.py``'s ``DEMO_MODELS``: adding a demo model there is the one change needed.
 """
 import argparse
+import glob
 import importlib.util
-import math
+import json
+import os
 import os.path as osp
 import re
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import yaml
+
+_YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS_DIR = osp.join(REPO_ROOT, 'tools')
@@ -120,7 +126,7 @@ class Table:
 def metafiles(root: str = REPO_ROOT) -> List[str]:
     """The metafiles model-index.yml imports, in its order."""
     with open(osp.join(root, 'model-index.yml')) as f:
-        return list(yaml.safe_load(f)['Import'])
+        return list(yaml.load(f, Loader=_YAML_LOADER)['Import'])
 
 
 def _metric_name(name: str, where: str) -> str:
@@ -135,7 +141,7 @@ def load_tables(root: str = REPO_ROOT) -> Dict[str, Table]:
     for metafile in metafiles(root):
         folder = osp.basename(osp.dirname(metafile))
         with open(osp.join(root, metafile)) as f:
-            meta = yaml.safe_load(f)
+            meta = yaml.load(f, Loader=_YAML_LOADER)
         titles = {}
         for collection in meta.get('Collections', []):
             for table_id, title in collection.get('Metadata', {}).get('Paper Tables',
@@ -392,6 +398,94 @@ def dump_metafile(meta: dict) -> str:
     text = text.replace('\nModels:\n', '\n\nModels:\n')
     return re.sub(r'\n(  - Name: )', r'\n\n\1', text).replace('Models:\n\n', 'Models:\n') \
         .replace('Collections:\n\n', 'Collections:\n')
+
+
+# ---------------------------------------------------------------------- a row's run
+# tools/run_table.py leaves two files in a row's work directory: RUN_RECORD (what was
+# started, how: launcher, slurm job id or local process id) when it submits or starts the
+# row, and EXIT_CODE, written by the job script once tools/train.py has returned.
+RUN_RECORD = 'run_table.json'
+EXIT_CODE = 'run_table_exit_code'
+
+
+def _slurm_job_state(job_id: str) -> Optional[str]:
+    """The job's state from ``squeue`` ('' when it is no longer queued; None without
+    squeue)."""
+    squeue = shutil.which('squeue')
+    if squeue is None:
+        return None
+    try:
+        out = subprocess.run([squeue, '-h', '-j', str(job_id), '-o', '%T'],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else ''
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_status(work_dir: str) -> Outcome:
+    """finished / running / failed / missing, from the files run_table.py's job left in
+    ``work_dir`` (values not filled in: see :func:`read_outcome`)."""
+    exit_path = osp.join(work_dir, EXIT_CODE)
+    if osp.isfile(exit_path):
+        text = open(exit_path).read().strip()
+        if text == '0':
+            return Outcome('finished')
+        return Outcome('failed', note=f'exit code {text}; rerun to resume')
+    record_path = osp.join(work_dir, RUN_RECORD)
+    if not osp.isfile(record_path):
+        return Outcome('missing')
+    with open(record_path) as f:
+        record = json.load(f)
+    if record.get('job_id'):
+        state = _slurm_job_state(record['job_id'])
+        if state is None:
+            return Outcome('running', note=f'slurm job {record["job_id"]}; no squeue here')
+        if state:
+            return Outcome('running', note=f'slurm job {record["job_id"]} {state.lower()}')
+        return Outcome('failed', note=f'slurm job {record["job_id"]} ended without an exit '
+                       'code (cancelled or killed); rerun to resume')
+    if record.get('pid') and _process_alive(int(record['pid'])):
+        return Outcome('running', note=f'process {record["pid"]}')
+    return Outcome('failed', note='interrupted; rerun to resume')
+
+
+def validation_records(work_dir: str) -> List[dict]:
+    """Every validation mmengine logged in ``work_dir`` (``<timestamp>/vis_data/
+    scalars.json`` of each start, a resumed run being a later start), oldest first."""
+    records = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    record = json.loads(line)
+                    if 'loss' not in record and 'lr' not in record:
+                        records.append(record)
+    return records
+
+
+def read_outcome(row: Row, work_dir: str) -> Outcome:
+    """The row's status and our value of every paper column that its validations logged
+    (the latest validation that has it), in the paper's units."""
+    outcome = run_status(work_dir)
+    records = validation_records(work_dir) if osp.isdir(work_dir) else []
+    for name in list(row.metrics) + ([row.main_metric] if row.main_metric else []):
+        metric = METRICS[name]
+        for record in reversed(records):
+            if metric.key is not None and metric.key in record:
+                outcome.values[name] = float(record[metric.key]) * metric.scale
+                break
+    return outcome
 
 
 # ----------------------------------------------------------------------------------- CLI
