@@ -291,7 +291,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _schedule_options(config: str, iters: Optional[int], val_interval: Optional[int]) -> tuple:
+def schedule_options(config: str, iters: Optional[int], val_interval: Optional[int]) -> tuple:
     """``--cfg-options`` for ``--iters``/``--val-interval`` and the resulting iterations."""
     from mmengine.config import Config
 
@@ -339,7 +339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 stem = osp.splitext(osp.basename(config))[0]
                 name = stem if len(args.seeds) == 1 else f'{stem}_seed{seed}'
                 work_dir = osp.join(work_root, name)
-                schedule, max_iters = _schedule_options(config, args.iters, args.val_interval)
+                schedule, max_iters = schedule_options(config, args.iters, args.val_interval)
                 options = (data_root_options(model.layout, data_root) + schedule +
                            [f'randomness.seed={seed}'] + list(args.cfg_options))
                 command = [sys.executable, osp.join(TOOLS_DIR, 'train.py'),
