@@ -24,7 +24,9 @@ Steps:
 Logs, checkpoints and visualisations of run ``NAME`` land in ``<work-dir>/NAME/``: the
 log and the config in ``<timestamp>/``, the scalars in ``<timestamp>/vis_data/scalars.json``,
 painted validation images (ground truth and prediction side by side) in
-``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``.
+``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``. These are the
+row directories of the demo table: ``python tools/collect_results.py --table demo
+--work-dir <work-dir>`` lists them next to the paper-table layout (``make demo`` does).
 """
 import argparse
 import glob
@@ -164,6 +166,10 @@ def _run_one(run: Run, env: dict) -> None:
     run.wall_s = time.perf_counter() - start
     run.cpu_s = usage.ru_utime + usage.ru_stime
     run.returncode = proc.returncode
+    # the run directory is the demo table's row directory: say how it ended, as a
+    # tools/run_table.py job does, for tools/collect_results.py --table demo
+    with open(osp.join(run.work_dir, _load_tool('paper_tables').EXIT_CODE), 'w') as f:
+        f.write(f'{proc.returncode}\n')
 
 
 def read_validations(work_dir: str) -> List[dict]:
