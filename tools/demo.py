@@ -192,8 +192,8 @@ def read_validations(work_dir: str) -> List[dict]:
 
 def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
     """Number of parameters (not buffers) of the model a config builds."""
-    train_tool = _load_tool('train')
-    train_tool.import_mmdysample()
+    helpers = _load_tool('tool_helpers')
+    helpers.import_mmdysample()
     from mmengine.config import Config, DictAction
     from mmengine.registry import MODELS, DefaultScope
 
@@ -202,7 +202,7 @@ def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
         parser = argparse.ArgumentParser()
         parser.add_argument('--cfg-options', nargs='+', action=DictAction)
         cfg.merge_from_dict(parser.parse_args(['--cfg-options', *cfg_options]).cfg_options)
-    scope = train_tool.register_scope_modules(cfg)
+    scope = helpers.register_scope_modules(cfg)
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model)
     return sum(p.numel() for p in model.parameters())
