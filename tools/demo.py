@@ -24,7 +24,9 @@ Steps:
 Logs, checkpoints and visualisations of run ``NAME`` land in ``<work-dir>/NAME/``: the
 log and the config in ``<timestamp>/``, the scalars in ``<timestamp>/vis_data/scalars.json``,
 painted validation images (ground truth and prediction side by side) in
-``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``.
+``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``. These are the
+row directories of the demo table: ``python tools/collect_results.py --table demo
+--work-dir <work-dir>`` lists them next to the paper-table layout (``make demo`` does).
 """
 import argparse
 import glob
@@ -164,6 +166,10 @@ def _run_one(run: Run, env: dict) -> None:
     run.wall_s = time.perf_counter() - start
     run.cpu_s = usage.ru_utime + usage.ru_stime
     run.returncode = proc.returncode
+    # the run directory is the demo table's row directory: say how it ended, as a
+    # tools/run_table.py job does, for tools/collect_results.py --table demo
+    with open(osp.join(run.work_dir, _load_tool('paper_tables').EXIT_CODE), 'w') as f:
+        f.write(f'{proc.returncode}\n')
 
 
 def read_validations(work_dir: str) -> List[dict]:
@@ -186,8 +192,8 @@ def read_validations(work_dir: str) -> List[dict]:
 
 def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
     """Number of parameters (not buffers) of the model a config builds."""
-    train_tool = _load_tool('train')
-    train_tool.import_mmdysample()
+    helpers = _load_tool('tool_helpers')
+    helpers.import_mmdysample()
     from mmengine.config import Config, DictAction
     from mmengine.registry import MODELS, DefaultScope
 
@@ -196,7 +202,7 @@ def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
         parser = argparse.ArgumentParser()
         parser.add_argument('--cfg-options', nargs='+', action=DictAction)
         cfg.merge_from_dict(parser.parse_args(['--cfg-options', *cfg_options]).cfg_options)
-    scope = train_tool.register_scope_modules(cfg)
+    scope = helpers.register_scope_modules(cfg)
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model)
     return sum(p.numel() for p in model.parameters())

@@ -81,8 +81,6 @@ METRICS: Dict[str, Metric] = {
     'RMS(log)': Metric('RMS(log)', 'rmse_log'),
     'Sq Rel': Metric('Sq Rel', 'sq_rel'),
 }
-# where a smaller value is better (the difference column keeps the sign ours - paper)
-LOWER_IS_BETTER = {'Abs Rel', 'RMS', 'log10', 'RMS(log)', 'Sq Rel'}
 
 
 @dataclass
