@@ -24,7 +24,9 @@ Steps:
 Logs, checkpoints and visualisations of run ``NAME`` land in ``<work-dir>/NAME/``: the
 log and the config in ``<timestamp>/``, the scalars in ``<timestamp>/vis_data/scalars.json``,
 painted validation images (ground truth and prediction side by side) in
-``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``.
+``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``. These are the
+row directories of the demo table: ``python tools/collect_results.py --table demo
+--work-dir <work-dir>`` lists them next to the paper-table layout (``make demo`` does).
 """
 import argparse
 import glob
@@ -182,6 +184,10 @@ def _run_one(run: Run, env: dict) -> None:
     run.wall_s = time.perf_counter() - start
     run.cpu_s = usage.ru_utime + usage.ru_stime
     run.returncode = proc.returncode
+    # the run directory is the demo table's row directory: say how it ended, as a
+    # tools/run_table.py job does, for tools/collect_results.py --table demo
+    with open(osp.join(run.work_dir, _load_tool('paper_tables').EXIT_CODE), 'w') as f:
+        f.write(f'{proc.returncode}\n')
 
 
 def read_validations(work_dir: str) -> List[dict]:
@@ -204,8 +210,8 @@ def read_validations(work_dir: str) -> List[dict]:
 
 def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
     """Number of parameters (not buffers) of the model a config builds."""
-    train_tool = _load_tool('train')
-    train_tool.import_mmdysample()
+    helpers = _load_tool('tool_helpers')
+    helpers.import_mmdysample()
     from mmengine.config import Config, DictAction
     from mmengine.registry import MODELS, DefaultScope
 
@@ -214,7 +220,7 @@ def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
         parser = argparse.ArgumentParser()
         parser.add_argument('--cfg-options', nargs='+', action=DictAction)
         cfg.merge_from_dict(parser.parse_args(['--cfg-options', *cfg_options]).cfg_options)
-    scope = train_tool.register_scope_modules(cfg)
+    scope = helpers.register_scope_modules(cfg)
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model)
     return sum(p.numel() for p in model.parameters())
@@ -309,7 +315,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _schedule_options(config: str, iters: Optional[int], val_interval: Optional[int]) -> tuple:
+def schedule_options(config: str, iters: Optional[int], val_interval: Optional[int]) -> tuple:
     """``--cfg-options`` for ``--iters``/``--val-interval`` and the resulting iterations."""
     from mmengine.config import Config
 
@@ -359,7 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 stem = osp.splitext(osp.basename(config))[0]
                 name = stem if len(args.seeds) == 1 else f'{stem}_seed{seed}'
                 work_dir = osp.join(work_root, name)
-                schedule, max_iters = _schedule_options(config, args.iters, args.val_interval)
+                schedule, max_iters = schedule_options(config, args.iters, args.val_interval)
                 options = (data_root_options(model.layout, data_root) + schedule +
                            [f'randomness.seed={seed}'] + list(args.cfg_options))
                 command = [sys.executable, osp.join(TOOLS_DIR, 'train.py'),
