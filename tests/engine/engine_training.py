@@ -192,3 +192,17 @@ def kill(process):
     if process.is_alive():
         os.kill(process.pid, signal.SIGKILL)
     process.join()
+
+
+def train_with_preemption_hook(work_dir, max_iters):
+    """``tools/train.py --resume`` with the tiny model: checkpoints only at the end (and at
+    a SIGTERM/SIGUSR1); exit status 128 + signal when a signal stopped the run."""
+    torch.set_num_threads(1)
+    from mmdysample.engine import PreemptionCheckpointHook, configure_resume
+    cfg = tiny_config(work_dir, max_iters=max_iters, interval=10 ** 6, seed=0)
+    cfg.custom_hooks.append(dict(type='PreemptionCheckpointHook'))
+    configure_resume(cfg, 'auto')
+    runner = train(cfg)
+    (hook, ) = [h for h in runner.hooks if isinstance(h, PreemptionCheckpointHook)]
+    if hook.stopped_by:
+        raise SystemExit(128 + hook.stopped_by)

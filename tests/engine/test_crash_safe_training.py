@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import os.path as osp
 import random
+import signal
 import time
 
 import pytest
@@ -187,3 +188,36 @@ def test_first_run_with_auto_resume_starts_anew_from_load_from(tmp_path):
     cfg.load_from = 'pretrained.pth'
     assert configure_resume(cfg, 'auto') is None
     assert cfg.resume is False and cfg.load_from == 'pretrained.pth'
+
+
+def test_sigterm_writes_a_checkpoint_and_stops_then_resume_is_exact(tmp_path, processes):
+    """SIGTERM (Slurm's preemption signal) during a run that checkpoints only at its end:
+    it writes a checkpoint of the current iteration, exits with 128 + 15, and the resumed
+    run ends with the uninterrupted run's weights."""
+    max_iters = 40
+    straight, stopped = str(tmp_path / 'straight'), str(tmp_path / 'stopped')
+    assert _run(processes, engine_training.train_with_preemption_hook, straight, max_iters) == 0
+    process = processes.Process(target=engine_training.train_with_preemption_hook,
+                                args=(stopped, max_iters))
+    process.start()
+    deadline = time.time() + 240
+    while not glob.glob(osp.join(stopped, '*', 'vis_data', 'scalars.json')) \
+            and time.time() < deadline:  # the first iteration was logged
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGTERM)
+    process.join(240)
+    assert process.exitcode == 128 + signal.SIGTERM
+    (written, ) = _checkpoints(stopped)
+    step = int(written[len('iter_'):-len('.pth')])
+    assert 1 <= step < max_iters
+    assert load_resumable_checkpoint(osp.join(stopped, written))['meta']['iter'] == step
+    assert _run(processes, engine_training.train_with_preemption_hook, stopped, max_iters) == 0
+    _assert_same_weights(state_dict(osp.join(stopped, f'iter_{max_iters}.pth')),
+                         state_dict(osp.join(straight, f'iter_{max_iters}.pth')))
+
+
+def test_preemption_hook_rejects_unknown_signal_names():
+    from mmdysample.engine import PreemptionCheckpointHook
+    with pytest.raises(ValueError, match=r"signals must name signals such as 'SIGTERM'.*"
+                                         r"got 'TERM'"):
+        PreemptionCheckpointHook(signals=('TERM', ))
