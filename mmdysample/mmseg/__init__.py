@@ -11,15 +11,14 @@ subclass that is the upstream module unless its ``upsample_cfg`` names an upsamp
 - ``'FPN'``: ``neck.upsample_cfg``, 3 (Semantic FPN);
 - ``'FPNHead'``: ``decode_head.upsample_cfg``, 6 (0 + 1 + 2 + 3).
 
-It also re-registers mmdet's ``PixelDecoder`` (used by mmseg's MaskFormer).
+and registers the DepthFormer modules (:mod:`mmdysample.mmseg.depth`, Table 9). MaskFormer's
+and Mask2Former's pixel decoders are mmdet's modules: :mod:`mmdysample.mmdet`.
 """
+from . import depth  # noqa: F401  (DepthFormer modules, Table 9)
 from .fpn import FPN
 from .fpn_head import FPNHead
-from .pixel_decoder import PixelDecoder
 from .segformer_head import SegformerHead
 from .sep_aspp_head import DepthwiseSeparableASPPHead
 from .uper_head import UPerHead
 
-__all__ = [
-    'SegformerHead', 'UPerHead', 'DepthwiseSeparableASPPHead', 'FPN', 'FPNHead', 'PixelDecoder'
-]
+__all__ = ['SegformerHead', 'UPerHead', 'DepthwiseSeparableASPPHead', 'FPN', 'FPNHead']
