@@ -5,50 +5,18 @@ Importing this module re-registers mmdet's ``FPN`` name (``force=True``) to
 (Faster R-CNN, Mask R-CNN, Panoptic FPN, RetinaNet...) builds it. Without a ``type`` in
 ``upsample_cfg`` it *is* mmdet's FPN: same parameters, state-dict keys and output bits.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmdet.models.necks.fpn import FPN
 from mmdet.registry import MODELS
+from mmdet.utils import ConfigType, MultiConfig, OptConfigType
 from mmengine.model import ModuleList
 
-from ..upsamplers import build_upsampler
+from ..upsamplers import build_upsampler, has_upsampler_type, upsample
 
-__all__ = ['UpsamplerFPN', 'match_spatial_size']
-
-
-def match_spatial_size(feature: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Crop or replicate-pad ``feature`` at the bottom/right to spatial ``size``.
-
-    Used after an exact x2 upsampling of FPN level ``j + 1`` to match level ``j``: a
-    stride-2 layer that rounds up (ResNet, Swin patch merging...) gives a coarse map whose
-    x2 upsampling is one pixel larger than an odd-sized fine map, one that rounds down gives
-    one pixel less. In both cases coarse pixel ``i`` sits over fine pixel ``2i`` (top-left
-    aligned), so dropping the extra last row/column, or repeating the last one, keeps every
-    other upsampled pixel exactly where the x2 geometry puts it; no value is resampled.
-
-    Args:
-        feature: ``(B, C, H', W')`` upsampled feature.
-        size: target ``(H, W)``; each of ``H' - H`` and ``W' - W`` must be -1, 0 or 1.
-
-    Returns:
-        ``(B, C, H, W)`` tensor (``feature`` itself when the sizes already agree).
-    """
-    height, width = int(size[0]), int(size[1])
-    extra_rows = feature.shape[-2] - height
-    extra_cols = feature.shape[-1] - width
-    if abs(extra_rows) > 1 or abs(extra_cols) > 1:
-        raise ValueError(
-            f'an x2-upsampled FPN level of size {tuple(feature.shape[-2:])} cannot be matched '
-            f'to the finer level of size {(height, width)}: learned upsamplers need '
-            f'consecutive levels whose sizes differ by a factor of 2 (within one pixel)')
-    if extra_rows > 0 or extra_cols > 0:
-        feature = feature[..., :height, :width]
-    if extra_rows < 0 or extra_cols < 0:
-        feature = F.pad(feature, (0, max(-extra_cols, 0), 0, max(-extra_rows, 0)),
-                        mode='replicate')
-    return feature
+__all__ = ['UpsamplerFPN']
 
 
 class UpsamplerFPN(FPN):
@@ -62,40 +30,54 @@ class UpsamplerFPN(FPN):
       the same state-dict keys and bit-identical outputs, so upstream checkpoints load with
       ``strict=True``.
     - **with** ``type`` (``dict(type='DySample')``, ``dict(type='DySample+')``,
-      ``dict(type='CARAFE')``, ``dict(type='Deconv')``... any name in
+      ``dict(type='CARAFE')``, ``dict(type='SAPA-B')``... any name in
       :func:`mmdysample.upsamplers.registered_upsamplers`): every top-down step gets its own
       upsampler, built by :func:`~mmdysample.upsamplers.build_upsampler` with
-      ``in_channels=out_channels`` and ``scale_factor=2``. They live in ``self.upsamplers``
-      (an ``mmengine`` ``ModuleList``, so ``init_weights`` reaches them after FPN's Xavier
-      init and they keep their own initialisation), ordered like the pyramid:
-      ``upsamplers[j]`` upsamples used level ``j + 1`` (``laterals[j + 1]``) to the
-      resolution of level ``j``; ``j = 0`` is the finest step. A standard 4-input ResNet FPN
-      has 3 of them.
+      ``in_channels=out_channels``, ``scale_factor=2`` and ``guide_channels=out_channels``.
+      They live in ``self.upsamplers`` (an ``mmengine`` ``ModuleList``, so ``init_weights``
+      reaches them after FPN's Xavier init and they keep their own initialisation),
+      ordered like the pyramid: ``upsamplers[j]`` upsamples used level ``j + 1``
+      (``laterals[j + 1]``) to the resolution of level ``j``; ``j = 0`` is the finest step.
+      A standard 4-input ResNet FPN has 3 of them.
 
-    Odd sizes. mmdet's FPN interpolates level ``j + 1`` straight to the size of level ``j``
-    when ``upsample_cfg`` has no ``scale_factor``. A learned upsampler only upsamples by
-    exactly 2, so here level ``j + 1`` is upsampled x2 and then cropped (when one pixel
-    larger, e.g. ResNet on an odd-sized image: ``2 * ceil(h / 2) = h + 1``) or
-    replicate-padded (when one pixel smaller) at the bottom/right to level ``j``'s size,
-    see :func:`match_spatial_size`. This keeps the learned upsampler's outputs where its x2
-    sampling geometry put them instead of resampling them a second time (as a final
-    ``F.interpolate(size=...)`` would, shifting every pixel by a fraction of a pixel). Sizes
-    that differ by more than one pixel raise ``ValueError``.
+    Each step runs through :func:`mmdysample.upsamplers.upsample` with
+    ``size=laterals[j].shape[-2:]`` and ``guide=laterals[j]``: guided upsamplers (IndexNet,
+    A2U, FADE, SAPA-B) are guided by the lateral of the target level, as in the authors'
+    FPN forks; odd sizes (ResNet on a 75x100 image gives 19x25 over 10x13) follow the one
+    strategy of every site: DySample and interpolation produce the target size directly,
+    fixed-ratio layers are resized to it bilinearly.
 
     Shape:
         inputs: tuple of ``len(in_channels)`` tensors ``(B, in_channels[i], H_i, W_i)``;
         outputs: tuple of ``num_outs`` tensors ``(B, out_channels, H'_k, W'_k)``.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        in_channels: List[int],
+        out_channels: int,
+        num_outs: int,
+        start_level: int = 0,
+        end_level: int = -1,
+        add_extra_convs: Union[bool, str] = False,
+        relu_before_extra_convs: bool = False,
+        no_norm_on_lateral: bool = False,
+        conv_cfg: OptConfigType = None,
+        norm_cfg: OptConfigType = None,
+        act_cfg: OptConfigType = None,
+        upsample_cfg: ConfigType = dict(mode='nearest'),
+        init_cfg: MultiConfig = dict(type='Xavier', layer='Conv2d', distribution='uniform')
+    ) -> None:
+        super().__init__(in_channels, out_channels, num_outs, start_level, end_level,
+                         add_extra_convs, relu_before_extra_convs, no_norm_on_lateral,
+                         conv_cfg, norm_cfg, act_cfg, upsample_cfg, init_cfg)
         self.upsamplers = None
-        if 'type' not in self.upsample_cfg:
+        if not has_upsampler_type(self.upsample_cfg, type(self).__name__):
             return
         num_top_down_steps = len(self.lateral_convs) - 1
         self.upsamplers = ModuleList([
-            build_upsampler(self.upsample_cfg, self.out_channels, 2)
-            for _ in range(num_top_down_steps)
+            build_upsampler(self.upsample_cfg, out_channels, 2, guide_channels=out_channels,
+                            where=f'FPN top-down step {j}') for j in range(num_top_down_steps)
         ])
 
     def forward(self, inputs: Tuple[torch.Tensor]) -> tuple:
@@ -136,13 +118,15 @@ class UpsamplerFPN(FPN):
     def top_down(self, laterals: List[torch.Tensor]) -> List[torch.Tensor]:
         """Top-down pathway with the learned upsamplers, coarsest step first.
 
-        ``laterals[j] <- laterals[j] + match(upsamplers[j](laterals[j + 1]))``, for
-        ``j = len(laterals) - 2, ..., 0``. Returns a new list; the input list is not changed.
+        ``laterals[j] <- laterals[j] + upsample(upsamplers[j], laterals[j + 1],
+        size=laterals[j].shape[-2:], guide=laterals[j])`` for ``j = len(laterals) - 2, ...,
+        0``. Returns a new list; the input list is not changed.
         """
         laterals = list(laterals)
         for j in range(len(laterals) - 2, -1, -1):
-            upsampled = self.upsamplers[j](laterals[j + 1])
-            laterals[j] = laterals[j] + match_spatial_size(upsampled, laterals[j].shape[-2:])
+            laterals[j] = laterals[j] + upsample(self.upsamplers[j], laterals[j + 1],
+                                                 size=laterals[j].shape[-2:],
+                                                 guide=laterals[j])
         return laterals
 
 

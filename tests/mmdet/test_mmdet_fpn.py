@@ -8,7 +8,7 @@ from mmdet.models.necks.fpn import FPN as MMDetFPN
 from mmdet.registry import MODELS as MMDET_MODELS
 
 import mmdysample  # noqa: F401  (registers the patched FPN)
-from mmdysample.mmdet import UpsamplerFPN, match_spatial_size
+from mmdysample.mmdet import UpsamplerFPN
 from mmdysample.upsamplers import DySample, Interpolate
 
 IN_CHANNELS = [8, 16, 24, 32]
@@ -44,6 +44,8 @@ def pyramid(sizes, batch=2, seed=0):
 EVEN_SIZES = [(32, 24), (16, 12), (8, 6), (4, 3)]
 # ResNet strides on a 75x100 image: every step rounds up, so x2 upsampling overshoots by one.
 ODD_SIZES = [(19, 25), (10, 13), (5, 7), (3, 4)]
+# A backbone that rounds down (a 9x9 map over 4x4): x2 is one pixel short.
+FLOOR_SIZES = [(9, 9), (4, 4), (2, 2), (1, 1)]
 
 
 def build_pair(variant, upsample_cfg, seed=0):
@@ -86,16 +88,22 @@ def test_interpolation_cfg_is_mmdet_fpn_bit_for_bit(variant, upsample_cfg):
             assert torch.equal(e, g)
 
 
-@pytest.mark.parametrize('variant', FPN_VARIANTS, ids=str)
-def test_learned_path_matches_mmdet_fpn_with_typed_nearest(variant):
-    """The learned-upsampler forward (our own top-down + extra levels code) reproduces
-    mmdet's FPN exactly when each step is a parameter-free nearest x2 (even sizes)."""
-    upstream, ours = build_pair(variant, dict(mode='nearest'))
+@pytest.mark.parametrize('sizes', [EVEN_SIZES, ODD_SIZES, FLOOR_SIZES],
+                         ids=['even', 'odd', 'floor'])
+@pytest.mark.parametrize('variant, mode', [(v, 'nearest') for v in FPN_VARIANTS] +
+                         [(FPN_VARIANTS[1], 'bilinear')], ids=str)
+def test_learned_path_matches_mmdet_fpn_with_typed_interpolation(variant, mode, sizes):
+    """The learned-upsampler forward (our own top-down + extra levels code, stepping through
+    ``upsample(..., size=...)``) reproduces mmdet's FPN exactly when each step is the
+    parameter-free interpolation mmdet's FPN does, at even and odd sizes alike."""
+    interpolation = dict(mode=mode) if mode == 'nearest' else dict(mode=mode,
+                                                                   align_corners=False)
+    upstream, _ = build_pair(variant, interpolation)
     typed = UpsamplerFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS,
-                         upsample_cfg=dict(type='Interpolate', mode='nearest'), **variant)
+                         upsample_cfg=dict(type='Interpolate', **interpolation), **variant)
     typed.load_state_dict(upstream.state_dict(), strict=True)  # Interpolate has no params
     assert all(isinstance(u, Interpolate) for u in typed.upsamplers)
-    inputs = pyramid(EVEN_SIZES)
+    inputs = pyramid(sizes)
     with torch.no_grad():
         for e, g in zip(upstream(inputs), typed.eval()(inputs)):
             assert torch.equal(e, g)
@@ -143,89 +151,144 @@ def test_upsampler_j_upsamples_level_j_plus_1_to_level_j():
         assert seen[j] == (EVEN_SIZES[j + 1], EVEN_SIZES[j])
 
 
-def reference_top_down(fpn, inputs, upsample):
-    """Independent top-down: ``upsample`` then slice to the lateral's size."""
-    laterals = [conv(inputs[i + fpn.start_level]) for i, conv in enumerate(fpn.lateral_convs)]
-    for j in range(len(laterals) - 2, -1, -1):
-        h, w = laterals[j].shape[-2:]
-        laterals[j] = laterals[j] + upsample(laterals[j + 1])[..., :h, :w]
-    return [fpn.fpn_convs[i](lat) for i, lat in enumerate(laterals)]
-
-
-@pytest.mark.parametrize('sizes', [EVEN_SIZES, ODD_SIZES], ids=['even', 'odd'])
-def test_zero_offset_dysample_fpn_is_bilinear_fpn(sizes):
-    """With zero offsets DySample is bilinear x2, so the neck must equal a reference
-    top-down with F.interpolate(bilinear, x2) and a bottom/right crop on odd sizes."""
-    fpn = UpsamplerFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=4,
+def test_zero_offset_dysample_fpn_is_mmdet_bilinear_fpn_on_even_sizes():
+    """With zero offsets DySample is bilinear x2 (align_corners=False), so the neck must
+    equal mmdet's own FPN with ``upsample_cfg=dict(mode='bilinear', align_corners=False)``
+    and the same weights."""
+    upstream, _ = build_pair(dict(num_outs=5), dict(mode='bilinear', align_corners=False))
+    fpn = UpsamplerFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=5,
                        upsample_cfg=dict(type='DySample')).eval()
     for upsampler in fpn.upsamplers:
         torch.nn.init.zeros_(upsampler.offset.weight)
-    inputs = pyramid(sizes)
+    missing, unexpected = fpn.load_state_dict(upstream.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith('upsamplers.') for k in missing)
+    inputs = pyramid(EVEN_SIZES)
     with torch.no_grad():
-        got = fpn(inputs)
-        expected = reference_top_down(
-            fpn, inputs,
-            lambda x: F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False))
-    for e, g in zip(expected, got):
-        assert g.shape == e.shape
-        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+        for e, g in zip(upstream(inputs), fpn(inputs)):
+            torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
 
 
-def test_trained_dysample_fpn_on_odd_sizes_matches_reference():
+def mmdet_fpn_with_steps(upstream, step_fn):
+    """Run mmdet's own ``FPN.forward`` with its ``F.interpolate(laterals[i], size=...)``
+    calls replaced by ``step_fn(j, x, size)``, ``j`` counting the steps coarse to fine
+    (``j = num_steps - 1, ..., 0``) as mmdet's loop visits them."""
+    import mmdet.models.necks.fpn as mmdet_fpn_module
+
+    class StepFunctional:
+        def __init__(self):
+            self.step = len(upstream.lateral_convs) - 1
+
+        def interpolate(self, x, size=None, **kwargs):
+            self.step -= 1
+            return step_fn(self.step, x, tuple(size))
+
+        def __getattr__(self, name):
+            return getattr(F, name)
+
+    def run(inputs):
+        original = mmdet_fpn_module.F
+        mmdet_fpn_module.F = StepFunctional()
+        try:
+            return upstream(inputs)
+        finally:
+            mmdet_fpn_module.F = original
+
+    return run
+
+
+@pytest.mark.parametrize('sizes', [EVEN_SIZES, ODD_SIZES, FLOOR_SIZES],
+                         ids=['even', 'odd', 'floor'])
+def test_trained_dysample_fpn_matches_mmdet_fpn_with_the_same_steps(sizes):
+    """Offsets far from zero, as after training: the neck equals mmdet's FPN forward whose
+    interpolations are replaced by the same DySample layers, each taken to the finer
+    level's size (``layer(x, size=...)`` where DySample takes a size, else x2 then a
+    bilinear resize: the documented odd-size strategy)."""
     fpn = UpsamplerFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=5,
                        upsample_cfg=dict(type='DySample+')).eval()
-    with torch.no_grad():  # offsets far from zero, as after training
+    with torch.no_grad():
         for upsampler in fpn.upsamplers:
             upsampler.offset.weight.normal_(0, 0.5)
             upsampler.scope.weight.normal_(0, 0.5)
-    inputs = pyramid(ODD_SIZES)
-    with torch.no_grad():
-        got = fpn(inputs)
-        steps = iter(range(2, -1, -1))  # reference_top_down calls coarse-to-fine
-        expected = reference_top_down(fpn, inputs, lambda x: fpn.upsamplers[next(steps)](x))
-    assert [tuple(o.shape[-2:]) for o in got] == ODD_SIZES + [(2, 2)]
-    for e, g in zip(expected, got[:4]):
-        torch.testing.assert_close(g, e, atol=0, rtol=0)
+    upstream = MMDetFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=5).eval()
+    upstream.load_state_dict(fpn.state_dict(), strict=False)
 
+    def dysample_step(j, x, size):
+        layer = fpn.upsamplers[j]
+        if getattr(layer, 'accepts_size', False):
+            return layer(x, size=size)
+        out = layer(x)
+        if tuple(out.shape[-2:]) == size:
+            return out
+        return F.interpolate(out, size=size, mode='bilinear', align_corners=False)
 
-def test_match_spatial_size_crops_and_pads_bottom_right():
-    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
-    assert match_spatial_size(x, (4, 5)) is x
-    assert torch.equal(match_spatial_size(x, (3, 4)), x[:, :, :3, :4])
-    padded = match_spatial_size(x, (5, 6))
-    assert padded.shape == (2, 3, 5, 6)
-    assert torch.equal(padded[:, :, :4, :5], x)
-    assert torch.equal(padded[:, :, 4, :5], x[:, :, 3, :])  # last row repeated
-    assert torch.equal(padded[:, :, :4, 5], x[:, :, :, 4])  # last column repeated
-    mixed = match_spatial_size(x, (3, 6))
-    assert torch.equal(mixed[:, :, :, :5], x[:, :, :3, :])
-    assert torch.equal(mixed[:, :, :, 5], x[:, :, :3, 4])
-    with pytest.raises(ValueError, match=r'factor of 2'):
-        match_spatial_size(x, (6, 5))
-
-
-def test_floor_rounded_pyramid_is_replicate_padded():
-    """A backbone that rounds down (fine 9 -> coarse 4): x2 gives 8, padded to 9."""
-    sizes = [(9, 9), (4, 4), (2, 2), (1, 1)]
-    fpn = UpsamplerFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=4,
-                       upsample_cfg=dict(type='Interpolate', mode='nearest')).eval()
     inputs = pyramid(sizes)
     with torch.no_grad():
         got = fpn(inputs)
-        laterals = [conv(x) for conv, x in zip(fpn.lateral_convs, inputs)]
-        for j in (2, 1, 0):
-            up = F.interpolate(laterals[j + 1], scale_factor=2, mode='nearest')
-            pad = laterals[j].shape[-1] - up.shape[-1]
-            laterals[j] = laterals[j] + F.pad(up, (0, pad, 0, pad), mode='replicate')
-    torch.testing.assert_close(got[0], fpn.fpn_convs[0](laterals[0]), atol=0, rtol=0)
+        expected = mmdet_fpn_with_steps(upstream, dysample_step)(inputs)
+    assert [tuple(o.shape[-2:]) for o in got[:4]] == sizes
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
 
 
-def test_levels_not_a_factor_two_apart_raise():
+class RecordingGuidedUpsampler(torch.nn.Module):
+    """A guided layer as the guided upsamplers are: ``forward(x, guide)``, guide at the
+    output size; returns nearest x2 plus the guide's channel mean, and records its calls."""
+    requires_guide = True
+    calls = []
+
+    def __init__(self, in_channels, scale_factor=2, guide_channels=None):
+        super().__init__()
+        self.in_channels, self.scale_factor = in_channels, scale_factor
+        self.guide_channels = guide_channels
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x, guide):
+        type(self).calls.append((self, x, guide))
+        return (F.interpolate(x, scale_factor=2, mode='nearest') * self.weight +
+                guide.mean(1, keepdim=True))
+
+
+@pytest.mark.parametrize('sizes', [EVEN_SIZES, ODD_SIZES], ids=['even', 'odd'])
+def test_guided_upsampler_gets_the_lateral_of_the_target_level(sizes):
+    fpn = UpsamplerFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=5,
+                       upsample_cfg=dict(type=RecordingGuidedUpsampler)).eval()
+    assert len(fpn.upsamplers) == 3
+    assert all(u.guide_channels == OUT_CHANNELS for u in fpn.upsamplers)
+    upstream = MMDetFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=5).eval()
+    upstream.load_state_dict(fpn.state_dict(), strict=False)
+    inputs = pyramid(sizes)
+    RecordingGuidedUpsampler.calls = []
+    with torch.no_grad():
+        got = fpn(inputs)
+        laterals = [conv(x) for conv, x in zip(upstream.lateral_convs, inputs)]
+    calls = RecordingGuidedUpsampler.calls
+    assert [layer for layer, _, _ in calls] == [fpn.upsamplers[j] for j in (2, 1, 0)]
+    for (_, x, guide), j in zip(calls, (2, 1, 0)):
+        # the guide is lateral j before the top-down sum, at (2h, 2w) of the input x
+        h, w = x.shape[-2:]
+        expected_guide = laterals[j]
+        if tuple(expected_guide.shape[-2:]) != (2 * h, 2 * w):
+            expected_guide = F.interpolate(expected_guide, size=(2 * h, 2 * w),
+                                           mode='bilinear', align_corners=False)
+        torch.testing.assert_close(guide, expected_guide, atol=0, rtol=0)
+
+    def guided_step(j, x, size):
+        layer, _, guide = calls[2 - j]
+        out = F.interpolate(x, scale_factor=2, mode='nearest') + guide.mean(1, keepdim=True)
+        if tuple(out.shape[-2:]) != size:
+            out = F.interpolate(out, size=size, mode='bilinear', align_corners=False)
+        return out
+
+    with torch.no_grad():
+        expected = mmdet_fpn_with_steps(upstream, guided_step)(inputs)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
+
+
+def test_guided_type_is_built_with_the_fpn_width_as_guide_channels():
     fpn = UpsamplerFPN(in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=4,
-                       upsample_cfg=dict(type='DySample'))
-    sizes = [(32, 32), (16, 16), (4, 4), (2, 2)]  # level 2 is 4x below level 1
-    with pytest.raises(ValueError, match=r'\(8, 8\).*\(16, 16\)'):
-        fpn(pyramid(sizes))
+                       upsample_cfg=dict(type=RecordingGuidedUpsampler))
+    assert [u.guide_channels for u in fpn.upsamplers] == [OUT_CHANNELS] * 3
 
 
 def test_wrong_number_of_inputs_raises():

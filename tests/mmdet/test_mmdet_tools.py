@@ -180,11 +180,12 @@ def test_train_tool_reads_the_scope_of_mmseg_configs(train_tool, tmp_path, monke
     assert MMSEG_MODELS.get('EncoderDecoder') is not None  # mmseg's registries were filled
 
 
-def test_register_scope_modules_rejects_unknown_scope(train_tool):
-    assert train_tool.register_scope_modules(Config(dict(default_scope='mmdet'))) == 'mmdet'
+def test_register_scope_modules_rejects_unknown_scope():
+    tool_helpers = load_tool('tool_helpers')
+    assert tool_helpers.register_scope_modules(Config(dict(default_scope='mmdet'))) == 'mmdet'
     with pytest.raises(SystemExit, match=r"default_scope=None is not supported.*'mmdet', "
                                          r"'mmseg', 'mmpretrain'"):
-        train_tool.register_scope_modules(Config(dict()))
+        tool_helpers.register_scope_modules(Config(dict()))
 
 
 def test_out_option_follows_the_upstream_tool_of_each_scope(test_tool):
