@@ -53,7 +53,7 @@ class DemoModel:
     and the metric the table reports (key in mmengine's scalars, display name, scale)."""
     name: str
     configs: Dict[str, str]
-    layout: str  # 'coco', 'panoptic' or 'ade20k'
+    layout: str  # 'coco', 'panoptic', 'ade20k' or 'nyu'
     metric_key: str
     metric_name: str
     decimals: int = 2
@@ -87,6 +87,12 @@ DEMO_MODELS: Dict[str, DemoModel] = {
                               'synthetic-coco-panoptic.py',
         }, 'panoptic', 'coco_panoptic/PQ', 'PQ', 2, ('coco_panoptic/PQ_th',
                                                       'coco_panoptic/PQ_st')),
+    'depthformer': DemoModel(
+        'DepthFormer Swin-w16', {
+            'bilinear': 'configs/demo/depthformer_swin-w16_bilinear_demo_synthetic-nyu.py',
+            'DySample-LP-g4': 'configs/demo/depthformer_swin-w16_dysample-lpg4_demo_'
+                              'synthetic-nyu.py',
+        }, 'nyu', 'abs_rel', 'AbsRel (lower is better)', 3, ('rmse', 'd1')),
 }
 DEFAULT_MODELS = ('faster-rcnn', 'segformer')
 
@@ -94,9 +100,10 @@ DEFAULT_MODELS = ('faster-rcnn', 'segformer')
 def data_root_options(layout: str, data_root: str) -> List[str]:
     """``--cfg-options`` pointing a demo config of ``layout`` at ``data_root`` (the folder
     that ``tools/make_synthetic_data.py --out`` wrote)."""
-    if layout not in ('coco', 'panoptic', 'ade20k'):
-        raise ValueError(f"layout must be 'coco', 'panoptic' or 'ade20k', got {layout!r}")
-    sub = osp.join(data_root, 'ade20k' if layout == 'ade20k' else 'coco') + '/'
+    if layout not in ('coco', 'panoptic', 'ade20k', 'nyu'):
+        raise ValueError(f"layout must be 'coco', 'panoptic', 'ade20k' or 'nyu', got "
+                         f"{layout!r}")
+    sub = osp.join(data_root, layout if layout in ('ade20k', 'nyu') else 'coco') + '/'
     options = [f'{loader}.dataset.data_root={sub}'
                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     if layout == 'coco':
@@ -141,6 +148,17 @@ def ensure_data(data_root: str, num_train: int, num_val: int, seed: int) -> None
                            str(num_val), '--seed', str(seed), '--skip-existing'])
     if code != 0:
         raise SystemExit(f'tools/make_synthetic_data.py failed (exit code {code})')
+
+
+def ensure_nyu_data(data_root: str, num_train: int, num_val: int, seed: int) -> None:
+    """Write the synthetic NYU-layout rooms to ``<data_root>/nyu`` unless its ``meta.json``
+    records the same parameters (mmdysample.datasets.synthetic_nyu)."""
+    _load_tool('train').import_mmdysample()
+    from mmdysample.datasets.synthetic_nyu import generate_synthetic_nyu
+    meta = generate_synthetic_nyu(osp.join(data_root, 'nyu'), seed=seed, num_train=num_train,
+                                  num_test=num_val, skip_existing=True)
+    print(f'{data_root}/nyu: {num_train} + {num_val} synthetic NYU-layout rooms '
+          f'(generated in {meta["seconds"]} s)')
 
 
 def _stream(prefix: str, pipe, log_file) -> None:
@@ -327,6 +345,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data_root = osp.abspath(args.data_root)
     work_root = osp.abspath(args.work_dir)
     ensure_data(data_root, args.num_train, args.num_val, args.data_seed)
+    if any(DEMO_MODELS[key].layout == 'nyu' for key in args.models):
+        ensure_nyu_data(data_root, args.num_train, args.num_val, args.data_seed)
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     env = dict(os.environ)

@@ -3,19 +3,13 @@ wrt the input and the offsets, every layer variant, scales 2-4, odd sizes, borde
 offsets, batch 1 and 2, memory layouts and dtypes."""
 import pytest
 import torch
+from fused_helpers import took_fused_path
 
 from mmdysample.functional import dysample, init_sampling_positions
 from mmdysample.ops import fused_dysample, use_fused
 from mmdysample.upsamplers import build_upsampler
 
 pytestmark = pytest.mark.usefixtures('fused_extension', 'no_fused_env')
-
-FUSED_NODE = '_FusedDySampleFunctionBackward'
-
-
-def took_fused_path(output):
-    return type(output.grad_fn).__name__ == FUSED_NODE
-
 
 def assert_relative_close(actual, expected, rel=1e-5, what=''):
     """Elementwise ``rel`` relative tolerance with an absolute floor of ``rel`` times the
