@@ -9,9 +9,9 @@ those neighbours of the input.
 The authors compute the similarities and the weighted sum with two CUDA ops (``qk``,
 ``av``; no CPU path). In those kernels a neighbour outside the map is skipped: its
 similarity stays 0 (it still enters the softmax with logit 0) and it adds no value. Here the
-keys are zero-padded by ``K // 2``, which gives exactly those zero logits, and the weighted
-sum is :func:`mmdysample.functional.carafe` (zero outside the map): the same numbers in
-plain PyTorch, on every device.
+keys are gathered with ``F.unfold(padding=K // 2)``, whose zero padding gives exactly those
+zero logits, and the weighted sum is :func:`mmdysample.functional.carafe` (zero outside the
+map): the same numbers in plain PyTorch, on every device.
 """
 from typing import Optional
 
@@ -41,18 +41,16 @@ def similarity_logits(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
     """
     B, E, H, W = key.shape
     s = scale_factor
-    half = kernel_size // 2
-    # zero padding: an out-of-map neighbour's key is 0, so its logit is 0
-    padded = F.pad(key, (half, half, half, half))
-    query = query.view(B, E, H, s, W, s)
-    logits = []
-    for ky in range(kernel_size):
-        for kx in range(kernel_size):
-            neighbour = padded[:, :, ky:ky + H, kx:kx + W]  # (B, E, H, W)
-            # one tap at a time (elementwise, memory ~ the query): a batched matmul over the
-            # B*H*W pixels is far slower on CPU
-            logits.append((query * neighbour[:, :, :, None, :, None]).sum(1))
-    return torch.stack(logits, 1).view(B, kernel_size * kernel_size, s * H, s * W)
+    k2 = kernel_size * kernel_size
+    # unfold's zero padding: an out-of-map neighbour's key is 0, so its logit is 0
+    neighbours = F.unfold(key, kernel_size, padding=kernel_size // 2).view(B, E, k2, H, W)
+    # one (K^2 x E) @ (E x s^2) product per low-res pixel, on contiguous operands (an einsum
+    # on the strided views runs ~50x slower on a busy CPU: a copy and a GEMM call per pixel)
+    neighbours = neighbours.permute(0, 3, 4, 2, 1).contiguous()  # (B, H, W, K^2, E)
+    query = query.view(B, E, H, s, W, s).permute(0, 2, 4, 1, 3, 5).reshape(B, H, W, E, s * s)
+    logits = torch.matmul(neighbours, query.to(neighbours.dtype))  # (B, H, W, K^2, s^2)
+    logits = logits.view(B, H, W, k2, s, s).permute(0, 3, 1, 4, 2, 5)
+    return logits.reshape(B, k2, s * H, s * W)
 
 
 @register_upsampler('SAPA-B')
