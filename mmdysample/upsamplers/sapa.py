@@ -9,9 +9,9 @@ those neighbours of the input.
 The authors compute the similarities and the weighted sum with two CUDA ops (``qk``,
 ``av``; no CPU path). In those kernels a neighbour outside the map is skipped: its
 similarity stays 0 (it still enters the softmax with logit 0) and it adds no value. Here the
-keys are gathered with ``F.unfold(padding=K // 2)``, whose zero padding gives exactly those
-zero logits, and the weighted sum is :func:`mmdysample.functional.carafe` (zero outside the
-map): the same numbers in plain PyTorch, on every device.
+keys are zero-padded by ``K // 2``, which gives exactly those zero logits, and the weighted
+sum is :func:`mmdysample.functional.carafe` (zero outside the map): the same numbers in
+plain PyTorch, on every device.
 """
 from typing import Optional
 
@@ -41,11 +41,18 @@ def similarity_logits(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
     """
     B, E, H, W = key.shape
     s = scale_factor
-    k2 = kernel_size * kernel_size
-    neighbours = F.unfold(key, kernel_size, padding=kernel_size // 2).view(B, E, k2, H, W)
-    query = query.view(B, E, H, s, W, s).to(neighbours.dtype)
-    logits = torch.einsum('bekhw,behiwj->bkhiwj', neighbours, query)
-    return logits.reshape(B, k2, s * H, s * W)
+    half = kernel_size // 2
+    # zero padding: an out-of-map neighbour's key is 0, so its logit is 0
+    padded = F.pad(key, (half, half, half, half))
+    query = query.view(B, E, H, s, W, s)
+    logits = []
+    for ky in range(kernel_size):
+        for kx in range(kernel_size):
+            neighbour = padded[:, :, ky:ky + H, kx:kx + W]  # (B, E, H, W)
+            # one tap at a time (elementwise, memory ~ the query): a batched matmul over the
+            # B*H*W pixels is far slower on CPU
+            logits.append((query * neighbour[:, :, :, None, :, None]).sum(1))
+    return torch.stack(logits, 1).view(B, kernel_size * kernel_size, s * H, s * W)
 
 
 @register_upsampler('SAPA-B')
@@ -85,12 +92,12 @@ class SAPA_B(GuidedUpsampler):
         self.norm = check_bool(norm, 'norm')
         check_bool(qkv_bias, 'qkv_bias')
         if norm:
-            self.norm_guide = nn.GroupNorm(
-                GROUP_NORM_GROUPS, check_group_norm_channels(self.guide_channels,
-                                                             'guide_channels'))
             self.norm_x = nn.GroupNorm(
                 GROUP_NORM_GROUPS, check_group_norm_channels(self.in_channels,
                                                              'in_channels'))
+            self.norm_guide = nn.GroupNorm(
+                GROUP_NORM_GROUPS, check_group_norm_channels(self.guide_channels,
+                                                             'guide_channels'))
         self.query = nn.Conv2d(self.guide_channels, embedding_dim, 1, bias=qkv_bias)
         self.key = nn.Conv2d(self.in_channels, embedding_dim, 1, bias=qkv_bias)
         self.init_weights()
