@@ -22,15 +22,21 @@ The demo table's metafile (``configs/demo/metafile.yml``) is itself generated fr
 ``tools/demo.py``'s ``DEMO_MODELS``: adding a demo model there is the one change needed.
 """
 import argparse
+import glob
 import importlib.util
-import math
+import json
+import os
 import os.path as osp
 import re
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import yaml
+
+_YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS_DIR = osp.join(REPO_ROOT, 'tools')
@@ -41,15 +47,18 @@ DEMO_METAFILE = 'configs/demo/metafile.yml'
 @dataclass(frozen=True)
 class Metric:
     """A paper column: its README header and where mmengine logs our value
-    (``key`` in ``vis_data/scalars.json``; ``scale`` turns it into the paper's unit)."""
+    (``key`` in ``vis_data/scalars.json``; ``scale`` turns it into the paper's unit) and
+    the decimals ours is shown with where the paper has no value to match."""
     header: str
     key: Optional[str]  # None: no upstream evaluator computes it
     scale: float = 1.0
+    decimals: int = 2
 
 
 def _coco(prefix: str, kind: str) -> Dict[str, Metric]:
     suffixes = {'': '', '50': '_50', '75': '_75', 's': '_s', 'm': '_m', 'l': '_l'}
-    return {f'{prefix} AP{s}': Metric(f'{prefix} AP{s}', f'coco/{kind}_mAP{k}', 100.0)
+    # mmdet logs COCO's mAP rounded to 3 decimals in [0, 1]: one decimal in percent
+    return {f'{prefix} AP{s}': Metric(f'{prefix} AP{s}', f'coco/{kind}_mAP{k}', 100.0, 1)
             for s, k in suffixes.items()}
 
 
@@ -66,17 +75,15 @@ METRICS: Dict[str, Metric] = {
     'mIoU': Metric('mIoU', 'mIoU'),
     'bIoU': Metric('bIoU', None),  # boundary IoU: no evaluator in mmseg 1.2.2
     # mmseg's DepthMetric (no prefix); fractions and metres, as in the paper
-    'delta1': Metric('δ<1.25', 'd1'),
-    'delta2': Metric('δ<1.25²', 'd2'),
-    'delta3': Metric('δ<1.25³', 'd3'),
-    'Abs Rel': Metric('Abs Rel', 'abs_rel'),
-    'RMS': Metric('RMS', 'rmse'),
-    'log10': Metric('log10', 'log10'),
-    'RMS(log)': Metric('RMS(log)', 'rmse_log'),
-    'Sq Rel': Metric('Sq Rel', 'sq_rel'),
+    'delta1': Metric('δ<1.25', 'd1', decimals=3),
+    'delta2': Metric('δ<1.25²', 'd2', decimals=3),
+    'delta3': Metric('δ<1.25³', 'd3', decimals=3),
+    'Abs Rel': Metric('Abs Rel', 'abs_rel', decimals=3),
+    'RMS': Metric('RMS', 'rmse', decimals=3),
+    'log10': Metric('log10', 'log10', decimals=3),
+    'RMS(log)': Metric('RMS(log)', 'rmse_log', decimals=3),
+    'Sq Rel': Metric('Sq Rel', 'sq_rel', decimals=3),
 }
-# where a smaller value is better (the difference column keeps the sign ours - paper)
-LOWER_IS_BETTER = {'Abs Rel', 'RMS', 'log10', 'RMS(log)', 'Sq Rel'}
 
 
 @dataclass
@@ -120,7 +127,7 @@ class Table:
 def metafiles(root: str = REPO_ROOT) -> List[str]:
     """The metafiles model-index.yml imports, in its order."""
     with open(osp.join(root, 'model-index.yml')) as f:
-        return list(yaml.safe_load(f)['Import'])
+        return list(yaml.load(f, Loader=_YAML_LOADER)['Import'])
 
 
 def _metric_name(name: str, where: str) -> str:
@@ -135,7 +142,7 @@ def load_tables(root: str = REPO_ROOT) -> Dict[str, Table]:
     for metafile in metafiles(root):
         folder = osp.basename(osp.dirname(metafile))
         with open(osp.join(root, metafile)) as f:
-            meta = yaml.safe_load(f)
+            meta = yaml.load(f, Loader=_YAML_LOADER)
         titles = {}
         for collection in meta.get('Collections', []):
             for table_id, title in collection.get('Metadata', {}).get('Paper Tables',
@@ -232,7 +239,7 @@ def render_table(rows: Sequence[Row], outcomes: Optional[Dict[str, Outcome]] = N
             status = outcome.status + (f' ({outcome.note})' if outcome.note else '')
             main = row.main_metric
             if main is not None and main in outcome.values:
-                places = decimals.get(main, 2) if main in decimals else 2
+                places = decimals.get(main, METRICS[main].decimals)  # the paper's if any
                 ours = f'{outcome.values[main]:.{places}f}'
                 if len(mains) > 1:
                     ours += f' {METRICS[main].header}'
@@ -392,6 +399,94 @@ def dump_metafile(meta: dict) -> str:
     text = text.replace('\nModels:\n', '\n\nModels:\n')
     return re.sub(r'\n(  - Name: )', r'\n\n\1', text).replace('Models:\n\n', 'Models:\n') \
         .replace('Collections:\n\n', 'Collections:\n')
+
+
+# ---------------------------------------------------------------------- a row's run
+# tools/run_table.py leaves two files in a row's work directory: RUN_RECORD (what was
+# started, how: launcher, slurm job id or local process id) when it submits or starts the
+# row, and EXIT_CODE, written by the job script once tools/train.py has returned.
+RUN_RECORD = 'run_table.json'
+EXIT_CODE = 'run_table_exit_code'
+
+
+def _slurm_job_state(job_id: str) -> Optional[str]:
+    """The job's state from ``squeue`` ('' when it is no longer queued; None without
+    squeue)."""
+    squeue = shutil.which('squeue')
+    if squeue is None:
+        return None
+    try:
+        out = subprocess.run([squeue, '-h', '-j', str(job_id), '-o', '%T'],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else ''
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_status(work_dir: str) -> Outcome:
+    """finished / running / failed / missing, from the files run_table.py's job left in
+    ``work_dir`` (values not filled in: see :func:`read_outcome`)."""
+    exit_path = osp.join(work_dir, EXIT_CODE)
+    if osp.isfile(exit_path):
+        text = open(exit_path).read().strip()
+        if text == '0':
+            return Outcome('finished')
+        return Outcome('failed', note=f'exit code {text}; rerun to resume')
+    record_path = osp.join(work_dir, RUN_RECORD)
+    if not osp.isfile(record_path):
+        return Outcome('missing')
+    with open(record_path) as f:
+        record = json.load(f)
+    if record.get('job_id'):
+        state = _slurm_job_state(record['job_id'])
+        if state is None:
+            return Outcome('running', note=f'slurm job {record["job_id"]}; no squeue here')
+        if state:
+            return Outcome('running', note=f'slurm job {record["job_id"]} {state.lower()}')
+        return Outcome('failed', note=f'slurm job {record["job_id"]} ended without an exit '
+                       'code (cancelled or killed); rerun to resume')
+    if record.get('pid') and _process_alive(int(record['pid'])):
+        return Outcome('running', note=f'process {record["pid"]}')
+    return Outcome('failed', note='interrupted; rerun to resume')
+
+
+def validation_records(work_dir: str) -> List[dict]:
+    """Every validation mmengine logged in ``work_dir`` (``<timestamp>/vis_data/
+    scalars.json`` of each start, a resumed run being a later start), oldest first."""
+    records = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    record = json.loads(line)
+                    if 'loss' not in record and 'lr' not in record:
+                        records.append(record)
+    return records
+
+
+def read_outcome(row: Row, work_dir: str) -> Outcome:
+    """The row's status and our value of every paper column that its validations logged
+    (the latest validation that has it), in the paper's units."""
+    outcome = run_status(work_dir)
+    records = validation_records(work_dir) if osp.isdir(work_dir) else []
+    for name in list(row.metrics) + ([row.main_metric] if row.main_metric else []):
+        metric = METRICS[name]
+        for record in reversed(records):
+            if metric.key is not None and metric.key in record:
+                outcome.values[name] = float(record[metric.key]) * metric.scale
+                break
+    return outcome
 
 
 # ----------------------------------------------------------------------------------- CLI

@@ -13,13 +13,14 @@ One function for the SegFormer head, UPerHead, the DeepLabV3+ head and the Seman
   after any ``init_cfg`` of the head).
 """
 import copy
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import torch
 from mmengine.model import ModuleList
 
-from ..upsamplers import build_upsampler, check_interpolation_cfg, has_upsampler_type
+from ..upsamplers import build_upsampler, check_interpolation_cfg, has_upsampler_type, upsample
 
-__all__ = ['UpsamplingStep', 'build_upsampling_steps']
+__all__ = ['UpsamplingStep', 'build_upsampling_steps', 'chain_indices', 'upsample_chain']
 
 
 class UpsamplingStep(NamedTuple):
@@ -55,3 +56,25 @@ def build_upsampling_steps(
         build_upsampler(upsample_cfg, step.channels, 2, guide_channels=step.guide_channels,
                         where=f'{owner} {step.where}') for step in steps
     ])
+
+
+def chain_indices(level: int, first: int = 0) -> List[int]:
+    """Indices of the x2 steps taking pyramid ``level`` to level 0, in the stage-major
+    order of the chains (level 1: ``[first]``, level 2: ``[first+1, first+2]``, level 3:
+    ``[first+3, first+4, first+5]``...), applied in that order."""
+    start = first + level * (level - 1) // 2
+    return list(range(start, start + level))
+
+
+def upsample_chain(upsamplers: ModuleList, indices: Sequence[int], feat: torch.Tensor,
+                   guides: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Take ``feat`` (pyramid level ``len(indices)``) to level 0 one x2 step at a time.
+
+    The step into level ``j`` goes to the exact size of ``guides[j]`` (the head's feature at
+    that resolution), which is also its guide when the upsampler takes one, see
+    :func:`mmdysample.upsamplers.upsample`.
+    """
+    for target, index in zip(range(len(indices) - 1, -1, -1), indices):
+        guide = guides[target]
+        feat = upsample(upsamplers[index], feat, size=guide.shape[2:], guide=guide)
+    return feat

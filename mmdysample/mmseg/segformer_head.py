@@ -22,8 +22,8 @@ import torch
 from mmseg.models.decode_heads.segformer_head import SegformerHead as MMSegSegformerHead
 from mmseg.registry import MODELS
 
-from ..upsamplers import upsample
-from .learned_steps import UpsamplingStep, build_upsampling_steps
+from .learned_steps import (UpsamplingStep, build_upsampling_steps, chain_indices,
+                            upsample_chain)
 
 __all__ = ['SegformerHead']
 
@@ -53,7 +53,7 @@ class SegformerHead(MMSegSegformerHead):
     """
 
     def __init__(self,
-                 interpolate_mode: str = 'bilinear',
+                 interpolate_mode='bilinear',
                  *,
                  upsample_cfg: Optional[Dict] = None,
                  **kwargs):
@@ -67,8 +67,7 @@ class SegformerHead(MMSegSegformerHead):
     @staticmethod
     def upsampler_indices(level: int) -> List[int]:
         """Indices in ``upsamplers`` of the x2 steps taking input ``level`` to 1/4."""
-        first = level * (level - 1) // 2
-        return list(range(first, first + level))
+        return chain_indices(level)
 
     def forward(self, inputs):
         """Logits ``(B, num_classes, H_0, W_0)`` from the backbone features."""
@@ -76,13 +75,9 @@ class SegformerHead(MMSegSegformerHead):
             return super().forward(inputs)
         inputs = self._transform_inputs(inputs)
         projections = [conv(x) for x, conv in zip(inputs, self.convs)]
-        outs = []
-        for level, feat in enumerate(projections):
-            # input `level` goes through the resolutions of inputs level-1, ..., 0
-            for target, index in zip(range(level - 1, -1, -1), self.upsampler_indices(level)):
-                guide = projections[target]
-                feat = upsample(self.upsamplers[index], feat, size=guide.shape[2:],
-                                guide=guide)
-            outs.append(feat)
+        outs = [
+            upsample_chain(self.upsamplers, self.upsampler_indices(level), feat, projections)
+            for level, feat in enumerate(projections)
+        ]
         out = self.fusion_conv(torch.cat(outs, dim=1))
         return self.cls_seg(out)
