@@ -47,22 +47,22 @@ class PreemptionCheckpointHook(Hook):
             self.signals.append(number)
         self.received: Optional[int] = None
         self.stopped_by: Optional[int] = None
+        # Installed when the hook is built (with the runner), before the data loader forks
+        # its worker processes: they inherit the handler, so a signal sent to the whole
+        # process group (as Slurm does) does not kill them before the checkpoint is written.
         self._previous_handlers = {}
-
-    def _on_signal(self, signum, frame) -> None:
-        self.received = signum
-
-    def before_train(self, runner) -> None:
         for number in self.signals:
             try:
                 self._previous_handlers[number] = signal.signal(number, self._on_signal)
             except ValueError:  # not the main thread: signals cannot be handled here
-                print_log('PreemptionCheckpointHook: training does not run in the main '
-                          'thread, preemption signals are not handled', logger='current',
-                          level=30)
-                return
+                print_log('PreemptionCheckpointHook: not built in the main thread, '
+                          'preemption signals are not handled', logger='current', level=30)
+                break
 
-    def after_train(self, runner) -> None:
+    def _on_signal(self, signum, frame) -> None:
+        self.received = signum
+
+    def after_run(self, runner) -> None:
         for number, handler in self._previous_handlers.items():
             signal.signal(number, handler)
         self._previous_handlers = {}

@@ -148,7 +148,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint_and_stops(tmp_path, pro
     assert load_resumable_checkpoint(osp.join(work_dir, 'iter_2.pth'))['meta']['iter'] == 2
 
 
-def test_resume_skips_unreadable_newest_checkpoint_with_a_warning(tmp_path, caplog):
+def test_resume_skips_unreadable_newest_checkpoint_with_a_warning(tmp_path, capfd):
     """Checkpoints 2 and 4; iter_4.pth truncated: auto-resume names it in a warning, resumes
     from iter_2 and reaches the uninterrupted run's iter_4 weights."""
     work_dir = tmp_path / 'work'
@@ -158,11 +158,12 @@ def test_resume_skips_unreadable_newest_checkpoint_with_a_warning(tmp_path, capl
     newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 2])
 
     cfg = tiny_config(work_dir, max_iters=4, interval=2, seed=None)
-    with caplog.at_level('WARNING'):
-        chosen = configure_resume(cfg, 'auto')
+    capfd.readouterr()
+    chosen = configure_resume(cfg, 'auto')
     assert chosen == str(work_dir / 'iter_2.pth')
-    assert f'Skipping {newest} for resuming' in caplog.text
-    assert 'cannot be loaded (truncated or corrupt?)' in caplog.text
+    output = ''.join(capfd.readouterr())  # mmengine's logger prints the warning
+    assert f'WARNING - Skipping {newest} for resuming: checkpoint {newest} cannot be loaded ' \
+        '(truncated or corrupt?)' in output
     train(cfg)
     _assert_same_weights(state_dict(work_dir / 'iter_4.pth'), expected)
 
@@ -221,3 +222,30 @@ def test_preemption_hook_rejects_unknown_signal_names():
     with pytest.raises(ValueError, match=r"signals must name signals such as 'SIGTERM'.*"
                                          r"got 'TERM'"):
         PreemptionCheckpointHook(signals=('TERM', ))
+
+
+def test_two_process_run_resumes_as_one_process(tmp_path, processes):
+    """A 2-process gloo run (checkpoints at 2 and 4) resumed as 1 process runs to the end:
+    the per-rank generator states cannot map onto one rank, so they are not restored and a
+    warning says so (old hook: rank 0's CUDA states set on every device, failing with
+    fewer GPUs)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    work_dir = str(tmp_path / 'work')
+    workers = [processes.Process(target=engine_training.distributed_worker,
+                                 args=(rank, 2, port, work_dir, 4)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(300)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    saved = torch.load(osp.join(work_dir, 'iter_4.pth'), map_location='cpu',
+                       weights_only=False)['rng_states']
+    assert len(saved) == 2  # one entry per rank
+
+    assert _run(processes, engine_training.train_with_auto_resume, work_dir, 6, None) == 0
+    assert load_resumable_checkpoint(osp.join(work_dir, 'iter_6.pth'))['meta']['iter'] == 6
+    log = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))[-1]  # the resumed run's
+    assert 'holds the generator states of 2 process(es), this run has 1' in open(log).read()
