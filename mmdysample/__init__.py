@@ -1,13 +1,15 @@
 """mmdysample: DySample and baseline upsamplers for mmdetection 3.x and mmsegmentation 1.x.
 
-Importing the package (``custom_imports=dict(imports=['mmdysample'])``) applies the
-compatibility fixes for current PyTorch and registers the upsamplers and the patched
-necks/heads.
+``import mmdysample`` (what ``custom_imports=dict(imports=['mmdysample'])`` does) applies the
+compatibility fixes for current PyTorch, registers the upsamplers and the runner hooks, and
+registers the patched mmdet / mmseg necks and heads as soon as mmdet / mmseg are imported
+(at once if they already are; :mod:`mmdysample.integration_hooks`). It imports no task
+library itself, so ``import mmdysample.upsamplers`` needs only torch and mmengine.
 """
 from . import compat  # noqa: F401  (first: fixes mmengine before anything loads a checkpoint)
 from . import engine  # noqa: F401  (RandomStateHook)
-from . import mmdet as mmdet_integration  # noqa: F401
-from . import mmseg as mmseg_integration  # noqa: F401
+from .integration_hooks import register_integrations
 from .upsamplers import build_upsampler, registered_upsamplers  # noqa: F401
+from .version import __version__  # noqa: F401
 
-__version__ = '0.1.0'
+register_integrations()

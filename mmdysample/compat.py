@@ -37,9 +37,11 @@ Instead:
   answers exactly ``getattr(HistoryBuffer, name)`` for the four statistics mmengine
   defines (``min``, ``max``, ``mean``, ``current``) and raises ``pickle.UnpicklingError``
   for anything else;
-* ``HistoryBuffer.__setstate__`` no longer lets a checkpoint replace a statistics method
-  that is already registered (upstream's ``dict.update`` would let a pickle swap
-  ``HistoryBuffer.mean`` for another allow-listed callable, process-wide).
+* ``HistoryBuffer.__setstate__`` restores only the instance attributes a buffer has
+  (``max_length``, ``_log_history``, ``_count_history``): upstream's ``dict.update`` of the
+  class-wide statistics table and of the instance ``__dict__`` would let a pickle add or swap
+  statistics methods process-wide (``HistoryBuffer.mean`` for another allow-listed
+  callable) or shadow the table with an instance attribute ``_statistics_methods``.
 
 The allow-list is scoped: :func:`mmengine_checkpoint_globals` adds it around
 ``CheckpointLoader.load_checkpoint`` and the ``load_from_*`` scheme functions (local
@@ -67,15 +69,24 @@ CUDA (or another accelerator mmengine knows) is available.
 import contextlib
 import functools
 import pickle
+import warnings
 from typing import Any, Callable, Iterator, List, Tuple, Union
 
-import numpy as np
-import torch
-import torch.serialization
-from mmengine.dist import utils as mmengine_dist_utils
-from mmengine.logging import HistoryBuffer, print_log
-from mmengine.model.wrappers import MMDistributedDataParallel
-from mmengine.runner import checkpoint as mmengine_checkpoint
+from .versions import CORE_DISTRIBUTIONS, SUPPORTED_VERSIONS, check_versions, warn_if_unsupported
+
+# Before anything below touches torch's or mmengine's internals: an unsupported torch or
+# mmengine stops the import with what is installed and what is needed; an unsupported
+# version of an installed task library (used only by the integrations) gives a warning.
+check_versions(*CORE_DISTRIBUTIONS, missing_ok=False)
+warn_if_unsupported(*(name for name in SUPPORTED_VERSIONS if name not in CORE_DISTRIBUTIONS))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.serialization  # noqa: E402
+from mmengine.dist import utils as mmengine_dist_utils  # noqa: E402
+from mmengine.logging import HistoryBuffer, print_log  # noqa: E402
+from mmengine.model.wrappers import MMDistributedDataParallel  # noqa: E402
+from mmengine.runner import checkpoint as mmengine_checkpoint  # noqa: E402
 
 __all__ = [
     'apply', 'mmengine_checkpoint_globals', 'mmengine_checkpoint_safe_globals',
@@ -218,16 +229,31 @@ def _history_buffer_getstate(self: HistoryBuffer) -> dict:
     return state
 
 
+# What HistoryBuffer.__init__ (mmengine 0.10.7) sets on an instance: all a pickled buffer
+# may restore.
+HISTORY_BUFFER_STATE_KEYS = frozenset({'max_length', '_log_history', '_count_history'})
+
+
 def _history_buffer_setstate(self: HistoryBuffer, state: dict) -> None:
-    """Restore a ``HistoryBuffer``; statistics methods named in old checkpoints are added
-    only when no method of that name is registered (a checkpoint never replaces one)."""
-    state = dict(state)
-    statistics_methods = state.pop('statistics_methods', None) or {}
-    self._set_default_statistics()
-    for name, method in statistics_methods.items():
-        if callable(method):
-            self._statistics_methods.setdefault(name, method)
-    self.__dict__.update(state)
+    """Restore a ``HistoryBuffer`` from the instance attributes in ``state`` only.
+
+    Upstream's ``__setstate__`` merged the checkpoint's statistics table into the class-wide
+    one (``HistoryBuffer._statistics_methods``, shared by every buffer of the process) and
+    copied every key into the instance ``__dict__``, so a checkpoint could add or replace
+    statistics methods process-wide, or shadow the table with an instance attribute
+    ``_statistics_methods``. Here the statistics table of old checkpoints is ignored (the
+    methods are registered by the code that defines them), other unknown keys are dropped
+    with a warning, and no class state is touched.
+    """
+    unknown = sorted(str(key) for key in state
+                     if key not in HISTORY_BUFFER_STATE_KEYS and key != 'statistics_methods')
+    if unknown:
+        warnings.warn(f'HistoryBuffer in checkpoint: ignoring unknown state keys {unknown} '
+                      f'(a HistoryBuffer restores only '
+                      f'{sorted(HISTORY_BUFFER_STATE_KEYS)})', stacklevel=2)
+    self._set_default_statistics()  # the four defaults, registered by mmengine's own code
+    self.__dict__.update({key: value for key, value in state.items()
+                          if key in HISTORY_BUFFER_STATE_KEYS})
 
 
 def fix_checkpoint_loading() -> None:

@@ -280,16 +280,27 @@ def test_pickled_getattr_on_other_objects_is_refused(tmp_path):
             CheckpointLoader.load_checkpoint(str(path))
 
 
-def test_checkpoint_cannot_replace_a_registered_statistics_method(tmp_path):
+def test_checkpoint_cannot_change_the_statistics_methods(tmp_path):
+    """A pickled HistoryBuffer whose state (a) names a statistics table that swaps ``mean``
+    for ``max`` and adds a new name, and (b) carries ``_statistics_methods`` as an instance
+    key shadowing the class table: the loaded buffer computes the real statistics, the
+    class-wide table is unchanged, the unknown key is dropped with a warning."""
     buffer = HistoryBuffer([1.0, 3.0], [1, 1])
-    state = dict(buffer.__dict__, statistics_methods=dict(mean=HistoryBuffer.max))
+    swapped = dict(mean=HistoryBuffer.max, injected=HistoryBuffer.max)
+    state = dict(buffer.__dict__, statistics_methods=swapped, _statistics_methods=swapped)
     path = tmp_path / 'swapped_statistics.pth'
     torch.save(dict(meta=PickledCall(HistoryBuffer, (), state=state)), path)
     registered = dict(HistoryBuffer._statistics_methods)
     try:
-        loaded = CheckpointLoader.load_checkpoint(str(path))['meta']
-        assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.__dict__['mean']
-        assert loaded.statistics('mean') == 2.0
+        with pytest.warns(UserWarning, match=r"ignoring unknown state keys \['_statistics_"):
+            loaded = CheckpointLoader.load_checkpoint(str(path))['meta']
+        assert HistoryBuffer._statistics_methods == registered  # no name added or swapped
+        assert '_statistics_methods' not in loaded.__dict__
+        assert loaded.statistics('mean') == 2.0 and loaded.mean() == 2.0
+        assert loaded.statistics('max') == 3.0
+        np.testing.assert_array_equal(loaded.data[0], [1.0, 3.0])
+        with pytest.raises(KeyError):
+            loaded.statistics('injected')
     finally:
         HistoryBuffer._statistics_methods.clear()
         HistoryBuffer._statistics_methods.update(registered)

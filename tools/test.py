@@ -18,35 +18,19 @@ mmseg: the visualizer's ``save_dir``). ``--tta`` uses the config's ``tta_model``
 ``tta_pipeline``; for detection configs without them, a horizontal-flip TTA as mmdet's.
 """
 import argparse
-import importlib.util
-import os
 import os.path as osp
 import sys
 import warnings
 from copy import deepcopy
 from typing import Optional, Sequence
 
-
-def _load_train_tool():
-    """tools/train.py as a module (it holds the helpers both tools share)."""
-    name = '_mmdysample_tools_train'
-    if name not in sys.modules:
-        path = osp.join(osp.dirname(osp.abspath(__file__)), 'train.py')
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_train_tool = _load_train_tool()
-check_datasets = _train_tool.check_datasets
-import_mmdysample = _train_tool.import_mmdysample
+TOOLS_DIR = osp.dirname(osp.abspath(__file__))
+if TOOLS_DIR not in sys.path:  # loaded by path rather than run as a script
+    sys.path.append(TOOLS_DIR)
+import tool_helpers  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -60,18 +44,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='directory where painted images will be saved (relative to '
                         'work_dir/<timestamp>/ for detection configs)')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, key=value pairs (nested keys '
-                        'with dots, lists as key="[a,b]" or key=a,b, no white space)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    tool_helpers.add_runner_arguments(parser)
+    return tool_helpers.parse_runner_args(parser, argv)
 
 
 def apply_out_option(cfg, out: str, scope: str):
@@ -149,12 +124,8 @@ def enable_tta(cfg, scope: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None):
     args = parse_args(argv)
-    import_mmdysample()
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    cfg, scope = _train_tool.load_config(args)
+    tool_helpers.import_mmdysample()
+    cfg, scope = tool_helpers.load_config(args)
 
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise SystemExit(f'checkpoint {args.checkpoint} not found')
@@ -169,18 +140,14 @@ def main(argv: Optional[Sequence[str]] = None):
     if args.out is not None:
         dump_metric = apply_out_option(cfg, args.out, scope)
 
-    check_datasets(cfg, ['test'])
-
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    tool_helpers.check_datasets(cfg, ['test'])
+    runner = tool_helpers.build_runner(cfg)
 
     if dump_metric is not None:
         runner.test_evaluator.metrics.append(dump_metric)
 
     runner.test()
-    _train_tool.finish_distributed_run()
+    tool_helpers.finish_distributed_run(runner)
 
 
 if __name__ == '__main__':

@@ -15,185 +15,30 @@ Differences from upstream, all additive:
 * before the runner is built, the local dataset files the config reads (``data_root``,
   annotation files, image/label directories, evaluator annotation files) are checked, and
   a missing one stops the run at once with its path and how to prepare the dataset;
+* checkpoints carry the generator states of every process (``RandomStateHook`` is added
+  to ``custom_hooks``), SIGTERM/SIGUSR1 make the run write a checkpoint at the end of the
+  current iteration and exit with status 128 + signal (``PreemptionCheckpointHook``), and ``--resume`` without a path takes the newest checkpoint of the
+  work directory that loads (skipping unreadable ones with a warning), reusing its seed when
+  ``randomness.seed`` is unset: a resumed run continues bit for bit;
 * ``--amp`` without an accelerator stops with a clear message instead of mmengine's
   assertion deep in the runner.
 
-Helpers used by ``tools/test.py`` live here too (:func:`import_mmdysample`,
-:func:`register_scope_modules`, :func:`missing_dataset_paths`, :func:`check_datasets`).
+The helpers it shares with the other tools live in ``tools/tool_helpers.py``.
 """
 import argparse
-import importlib
-import os
 import os.path as osp
 import sys
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-# default_scope -> module whose register_all_modules() fills that scope's registries.
-SCOPE_REGISTRATION_MODULES = {
-    'mmdet': 'mmdet.utils',
-    'mmseg': 'mmseg.utils',
-    'mmpretrain': 'mmpretrain.utils',
-}
-
-# How to obtain the datasets the paper's configs use, by dataset ``type``.
-DATASET_PREPARATION_HINTS = {
-    'CocoDataset': "download COCO 2017 (train2017/, val2017/, annotations/) into {data_root} "
-                   "in mmdet's layout (mmdet docs: user_guides/dataset_prepare.md)",
-    'CocoPanopticDataset': "download COCO 2017 with the panoptic annotations "
-                           "(annotations/panoptic_{{train,val}}2017.json and their PNG folders) "
-                           "into {data_root} in mmdet's layout "
-                           "(mmdet docs: user_guides/dataset_prepare.md)",
-    'ADE20KDataset': "download ADEChallengeData2016 (images/, annotations/) into {data_root} "
-                     "in mmseg's layout (mmseg docs: user_guides/2_dataset_prepare.md)",
-}
-SYNTHETIC_PREPARATION_HINT = ('generate the synthetic demo data: python '
-                              'tools/make_synthetic_data.py --out data/synthetic (or make demo)')
-GENERIC_PREPARATION_HINT = ('prepare the {dataset_type} dataset under {data_root} in the '
-                            'layout the config expects (see the mmdet/mmseg dataset '
-                            'preparation docs), or point data_root at it with '
-                            '--cfg-options')
-
-
-def import_mmdysample():
-    """Import mmdysample (installed, or from this checkout when it is not installed)."""
-    try:
-        return importlib.import_module('mmdysample')
-    except ImportError:
-        sys.path.insert(0, REPO_ROOT)
-        return importlib.import_module('mmdysample')
-
-
-def register_scope_modules(cfg) -> str:
-    """Fill the registries of ``cfg.default_scope`` and return the scope name.
-
-    Raises:
-        SystemExit: when the config has no ``default_scope`` or an unsupported one.
-    """
-    scope = cfg.get('default_scope', None)
-    if scope not in SCOPE_REGISTRATION_MODULES:
-        allowed = ', '.join(repr(name) for name in SCOPE_REGISTRATION_MODULES)
-        raise SystemExit(f'config default_scope={scope!r} is not supported: set default_scope '
-                         f'to one of {allowed} in the config')
-    module = importlib.import_module(SCOPE_REGISTRATION_MODULES[scope])
-    # The runner sets the default scope from the config itself.
-    module.register_all_modules(init_default_scope=False)
-    return scope
-
-
-def _type_name(type_field: Any) -> str:
-    return type_field if isinstance(type_field, str) else getattr(type_field, '__name__',
-                                                                 str(type_field))
-
-
-def _is_remote(path: str, backend_args: Optional[dict]) -> bool:
-    backend = (backend_args or {}).get('backend', 'local')
-    return backend not in ('local', 'disk') or '://' in str(path)
-
-
-def _leaf_datasets(dataset_cfg: Any, key: str) -> Iterator[Tuple[str, dict]]:
-    """Yield ``(config key, dataset cfg)`` for every dataset that reads files, looking
-    through wrappers (``dataset=``: RepeatDataset, ClassBalancedDataset,
-    MultiImageMixDataset...; ``datasets=``: ConcatDataset)."""
-    if not isinstance(dataset_cfg, dict):
-        return
-    if isinstance(dataset_cfg.get('dataset'), dict):
-        yield from _leaf_datasets(dataset_cfg['dataset'], f'{key}.dataset')
-    elif isinstance(dataset_cfg.get('datasets'), (list, tuple)):
-        for index, child in enumerate(dataset_cfg['datasets']):
-            yield from _leaf_datasets(child, f'{key}.datasets[{index}]')
-    else:
-        yield key, dataset_cfg
-
-
-def _dataset_paths(dataset_cfg: dict) -> Iterator[Tuple[str, str]]:
-    """``(field, local path)`` pairs a dataset cfg reads, joined as mmengine's BaseDataset
-    joins them (relative ``ann_file`` / ``data_prefix`` entries under ``data_root``)."""
-    data_root = dataset_cfg.get('data_root') or ''
-    if data_root:
-        yield 'data_root', str(data_root)
-    ann_file = dataset_cfg.get('ann_file') or ''
-    if ann_file:
-        yield 'ann_file', ann_file if osp.isabs(ann_file) else osp.join(data_root, ann_file)
-    data_prefix = dataset_cfg.get('data_prefix') or {}
-    if isinstance(data_prefix, dict):
-        for prefix_key, prefix in data_prefix.items():
-            if isinstance(prefix, str) and prefix:
-                path = prefix if osp.isabs(prefix) else osp.join(data_root, prefix)
-                yield f'data_prefix.{prefix_key}', path
-
-
-def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, str]]:
-    """Local dataset files/directories that ``cfg`` reads in ``phases`` and that do not exist.
-
-    Args:
-        cfg: an mmengine ``Config``.
-        phases: any of ``'train'``, ``'val'``, ``'test'``: which ``{phase}_dataloader`` and
-            ``{phase}_evaluator`` to check.
-
-    Returns:
-        ``(config key, path, preparation hint)`` for each missing path, in config order.
-        Datasets on non-local backends (``backend_args`` / URLs) are skipped.
-    """
-    missing = []
-    for phase in phases:
-        if phase not in ('train', 'val', 'test'):
-            raise ValueError(f"phases must contain only 'train', 'val', 'test', got {phase!r}")
-        dataloader = cfg.get(f'{phase}_dataloader', None)
-        datasets = _leaf_datasets(dataloader.get('dataset'), f'{phase}_dataloader.dataset') \
-            if isinstance(dataloader, dict) else []
-        phase_hint = GENERIC_PREPARATION_HINT.format(dataset_type='config\'s',
-                                                     data_root='its data_root')
-        for key, dataset in datasets:
-            dataset_type = _type_name(dataset.get('type', ''))
-            phase_hint = DATASET_PREPARATION_HINTS.get(dataset_type, GENERIC_PREPARATION_HINT)
-            if 'synthetic' in str(dataset.get('data_root') or ''):  # configs/demo/
-                phase_hint = SYNTHETIC_PREPARATION_HINT
-            phase_hint = phase_hint.format(data_root=dataset.get('data_root') or '.',
-                                           dataset_type=dataset_type or 'config\'s')
-            for field, path in _dataset_paths(dataset):
-                if not _is_remote(path, dataset.get('backend_args')) and not osp.exists(path):
-                    missing.append((f'{key}.{field}', path, phase_hint))
-                    if field == 'data_root':
-                        break  # everything below it is missing too
-        evaluators = cfg.get(f'{phase}_evaluator', None)
-        evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]
-        for index, evaluator in enumerate(evaluators):
-            if not isinstance(evaluator, dict):
-                continue
-            suffix = f'[{index}]' if len(evaluators) > 1 else ''
-            # Metrics that read ground truth themselves (CocoMetric, CocoPanopticMetric).
-            for field in ('ann_file', 'seg_prefix'):
-                path = evaluator.get(field)
-                if path and not _is_remote(path, evaluator.get('backend_args')) \
-                        and not osp.exists(path):
-                    missing.append((f'{phase}_evaluator{suffix}.{field}', path, phase_hint))
-    # The same dataset is often shared by val and test: report each path once.
-    unique, seen = [], set()
-    for entry in missing:
-        if entry[1] not in seen:
-            seen.add(entry[1])
-            unique.append(entry)
-    return unique
-
-
-def check_datasets(cfg, phases: Sequence[str]) -> None:
-    """Stop (``SystemExit``, non-zero) when a local dataset path of ``phases`` is missing;
-    the message names every missing path and says how to prepare the dataset."""
-    missing = missing_dataset_paths(cfg, phases)
-    if missing:
-        lines = [f'{path} not found ({key}'
-                 + ('' if osp.isabs(path) else f', i.e. {osp.abspath(path)}') + ')'
-                 for key, path, _ in missing]
-        hints = list(dict.fromkeys(hint for _, _, hint in missing))
-        raise SystemExit('Dataset files are missing, nothing was run:\n  ' + '\n  '.join(lines)
-                         + '\nTo fix: ' + '\n        '.join(hints))
+TOOLS_DIR = osp.dirname(osp.abspath(__file__))
+if TOOLS_DIR not in sys.path:  # loaded by path rather than run as a script
+    sys.path.append(TOOLS_DIR)
+import tool_helpers  # noqa: E402
+# tools/demo.py still reads these two from this module.
+from tool_helpers import import_mmdysample, register_scope_modules  # noqa: E402,F401
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-
     parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -202,19 +47,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='enable automatically scaling LR (needs auto_scale_lr in config)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from this checkpoint; without a path, resume from the '
-                        'latest checkpoint in the work directory')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, key=value pairs (nested keys '
-                        'with dots, lists as key="[a,b]" or key=a,b, no white space)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+                        help='resume from this checkpoint; without a path, from the newest '
+                        'checkpoint in the work directory that loads (unreadable ones are '
+                        'skipped with a warning; none at all: start anew)')
+    tool_helpers.add_runner_arguments(parser)
+    return tool_helpers.parse_runner_args(parser, argv)
 
 
 def _enable_amp(cfg) -> None:
@@ -235,57 +72,10 @@ def _enable_amp(cfg) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
-def finish_distributed_run() -> None:
-    """End a distributed worker (torchrun, slurm) once its work is done and saved.
-
-    The process group is destroyed, then the worker exits at once with status 0
-    (``os._exit`` after flushing the logs and standard streams) instead of going through
-    interpreter finalisation: with torch 2.13, mmengine 0.10.7 and gloo, rank 0 aborted there
-    about once in 13 CPU runs of ``tools/dist_train.sh`` ('terminate called without an active
-    exception', SIGABRT, no Python frame on the stack, after the checkpoints and metrics were
-    written), which torchrun reports as a failed job. Nothing happens in a non-distributed run.
-    """
-    import logging
-
-    import torch.distributed as torch_dist
-    if not (torch_dist.is_available() and torch_dist.is_initialized()):
-        return
-    torch_dist.destroy_process_group()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def load_config(args: argparse.Namespace):
-    """The config of ``args.config`` with ``--launcher``, ``--cfg-options`` and the work_dir
-    (command line > config > ``./work_dirs/<config name>``) applied, and its scope's modules
-    registered. Returns ``(cfg, scope)``; shared by ``tools/train.py`` and ``tools/test.py``."""
-    from mmengine.config import Config
-
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = register_scope_modules(cfg)
-    if scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    return cfg, scope
-
-
 def main(argv: Optional[Sequence[str]] = None):
     args = parse_args(argv)
-    import_mmdysample()
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    cfg, scope = load_config(args)
+    tool_helpers.import_mmdysample()
+    cfg, _ = tool_helpers.load_config(args)
 
     if args.amp:
         _enable_amp(cfg)
@@ -298,22 +88,29 @@ def main(argv: Optional[Sequence[str]] = None):
             raise SystemExit('--auto-scale-lr needs auto_scale_lr=dict(enable=..., '
                              'base_batch_size=...) in the config')
 
-    # resume: an explicit checkpoint > the latest one in work_dir
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    from mmdysample.engine import (CheckpointError, PreemptionCheckpointHook, configure_resume,
+                                   ensure_custom_hooks)
 
-    check_datasets(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
+    # Generator states in every checkpoint, so that --resume continues bit for bit, and a
+    # checkpoint at SIGTERM/SIGUSR1 (preemption, time limit).
+    ensure_custom_hooks(cfg)
+    # --resume PATH: that checkpoint; --resume: the newest checkpoint in work_dir that loads.
+    try:
+        configure_resume(cfg, args.resume)
+    except CheckpointError as error:
+        raise SystemExit(f'--resume: {error}') from None
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    tool_helpers.check_datasets(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
+
+    runner = tool_helpers.build_runner(cfg)
     runner.train()
-    finish_distributed_run()
+    stopped_by = [hook.stopped_by for hook in runner.hooks
+                  if isinstance(hook, PreemptionCheckpointHook) and hook.stopped_by]
+    # 128 + signal: the scheduler sees an interrupted run, not a finished one.
+    exit_status = 128 + stopped_by[0] if stopped_by else 0
+    tool_helpers.finish_distributed_run(runner, exit_status)
+    if exit_status:
+        raise SystemExit(exit_status)
 
 
 if __name__ == '__main__':

@@ -1,10 +1,24 @@
-"""mmsegmentation integration: a SegFormer head and a MaskFormer pixel decoder whose upsampling
-steps take any registered upsampler.
+"""mmsegmentation integration: mmseg's heads and FPN neck whose upsampling steps take any
+registered upsampler.
 
-Importing it replaces, in the registries, mmseg's ``SegformerHead`` by a subclass that is
-the upstream module unless its ``upsample_cfg`` names an upsampler ``type``. (MaskFormer's
-pixel decoder is mmdet's module: :mod:`mmdysample.mmdet.pixel_decoder`.)
+Importing it re-registers, in mmseg's ``MODELS`` (``force=True``), each of these names to a
+subclass that is the upstream module unless its ``upsample_cfg`` names an upsampler ``type``
+(config key; learned x2 steps for the standard configs):
+
+- ``'SegformerHead'``: ``decode_head.upsample_cfg``, 6 (SegFormer, 4 inputs);
+- ``'UPerHead'``: ``decode_head.upsample_cfg``, 9 (3 top-down + 1 + 2 + 3 to 1/4);
+- ``'DepthwiseSeparableASPPHead'``: ``decode_head.upsample_cfg``, 1 (DeepLabV3+);
+- ``'FPN'``: ``neck.upsample_cfg``, 3 (Semantic FPN);
+- ``'FPNHead'``: ``decode_head.upsample_cfg``, 6 (0 + 1 + 2 + 3).
+
+and registers the DepthFormer modules (:mod:`mmdysample.mmseg.depth`, Table 9). MaskFormer's
+and Mask2Former's pixel decoders are mmdet's modules: :mod:`mmdysample.mmdet`.
 """
+from . import depth  # noqa: F401  (DepthFormer modules, Table 9)
+from .fpn import FPN
+from .fpn_head import FPNHead
 from .segformer_head import SegformerHead
+from .sep_aspp_head import DepthwiseSeparableASPPHead
+from .uper_head import UPerHead
 
-__all__ = ['SegformerHead']
+__all__ = ['SegformerHead', 'UPerHead', 'DepthwiseSeparableASPPHead', 'FPN', 'FPNHead']

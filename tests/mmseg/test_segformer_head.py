@@ -71,71 +71,90 @@ def test_learned_upsamplers_count_type_and_channels():
     assert [head.upsampler_indices(level) for level in range(4)] == [[], [0], [1, 2], [3, 4, 5]]
 
 
-def test_upsamplers_run_stage_major_on_the_expected_sizes():
-    head = SegformerHead(upsample_cfg=dict(type='DySample'), **head_kwargs()).eval()
-    seen = {}
+class RecordingGuided(nn.Module):
+    """A guided x2 layer for wiring tests: nearest x2 plus a constant from the guide."""
+    requires_guide = True
 
-    def record(index):
-        def hook(module, args, out):
-            seen[index] = (tuple(args[0].shape[-2:]), tuple(out.shape[-2:]))
-        return hook
+    def __init__(self, in_channels, scale_factor=2, guide_channels=None):
+        super().__init__()
+        self.in_channels, self.scale_factor = in_channels, scale_factor
+        self.guide_channels = guide_channels
+        self.weight = nn.Parameter(torch.ones(()))
+        self.seen = []
 
-    for index, upsampler in enumerate(head.upsamplers):
-        upsampler.register_forward_hook(record(index))
+    def forward(self, x, guide):
+        self.seen.append((x, guide))
+        out = F.interpolate(x, scale_factor=2, mode='nearest') * self.weight
+        return out + guide.mean(dim=(1, 2, 3), keepdim=True)
+
+
+@pytest.mark.parametrize('height, width', [(16, 16), (25, 17)])
+def test_each_step_goes_to_the_next_projection_with_it_as_guide(height, width):
+    # 25 x 17 at 1/4 (a 100 x 68 image): projections 25x17, 13x9, 7x5, 4x3
+    head = SegformerHead(upsample_cfg=dict(type=RecordingGuided), **head_kwargs()).eval()
+    assert all(up.guide_channels == CHANNELS for up in head.upsamplers)
+    feats = pyramid(height, width)
     with torch.no_grad():
-        head(pyramid(16, 16))
-    assert seen == {
-        0: ((8, 8), (16, 16)),  # 1/8 -> 1/4
-        1: ((4, 4), (8, 8)), 2: ((8, 8), (16, 16)),  # 1/16 -> 1/8 -> 1/4
-        3: ((2, 2), (4, 4)), 4: ((4, 4), (8, 8)), 5: ((8, 8), (16, 16)),  # 1/32 -> ... -> 1/4
-    }
+        out = head(feats)
+        projections = [conv(x) for x, conv in zip(feats, head.convs)]
+    assert out.shape == (2, 5, height, width)
+    chains = {1: [0], 2: [1, 0], 3: [2, 1, 0]}  # target projection of each step, in order
+    for level, targets in chains.items():
+        for index, target in zip(head.upsampler_indices(level), targets):
+            ((x, guide), ) = head.upsamplers[index].seen
+            # the guide is the projection at the step's output resolution (at the layer's
+            # own x2 size: sites.upsample resizes it when an odd size rounds differently)
+            natural = (2 * x.shape[2], 2 * x.shape[3])
+            expected = projections[target]
+            if tuple(expected.shape[2:]) != natural:
+                expected = F.interpolate(expected, size=natural, mode='bilinear',
+                                         align_corners=False)
+            torch.testing.assert_close(guide, expected, rtol=0, atol=0)
+            # and the step's input is the previous step's output at that level's size
+            assert x.shape[2:] == projections[target + 1].shape[2:]
 
 
-def reference_forward(head, feats, final_mode='bilinear'):
-    """The learned path when every upsampler is bilinear x2 (DySample with zero offsets)."""
-    size = feats[0].shape[2:]
+def bilinear_chain_reference(head, feats):
+    """Every input projected, then resized step by step through the finer projections'
+    sizes with F.interpolate(bilinear): the learned path when each step is bilinear."""
+    projections = [conv(x) for x, conv in zip(feats, head.convs)]
     outs = []
-    for level, (x, conv) in enumerate(zip(feats, head.convs)):
-        y = conv(x)
-        for _ in range(level):
-            y = F.interpolate(y, scale_factor=2, mode='bilinear', align_corners=False)
-        if y.shape[2:] != size:
-            y = F.interpolate(y, size=size, mode=final_mode,
-                              align_corners=False if final_mode == 'bilinear' else None)
+    for level, y in enumerate(projections):
+        for target in range(level - 1, -1, -1):
+            y = F.interpolate(y, size=projections[target].shape[2:], mode='bilinear',
+                              align_corners=False)
         outs.append(y)
     return head.conv_seg(head.fusion_conv(torch.cat(outs, dim=1)))
 
 
-@pytest.mark.parametrize('height, width', [(16, 16), (25, 17)])
-def test_learned_path_matches_an_independent_chain(height, width):
-    # 25 x 17 at 1/4 (a 100 x 68 image): the levels are 13x9, 7x5, 4x3 and come back
-    # from the chains as 26x18, 28x20, 32x24, then go to 25x17 with the head's interpolation.
-    head = SegformerHead(upsample_cfg=dict(type='DySample'), **head_kwargs()).eval()
-    zero_offsets(head)
+@pytest.mark.parametrize('height, width', [(16, 16), (25, 17), (64, 64)])
+def test_interpolate_steps_match_an_independent_chain_at_odd_sizes(height, width):
+    head = SegformerHead(upsample_cfg=dict(type='Interpolate', mode='bilinear',
+                                           align_corners=False), **head_kwargs()).eval()
     feats = pyramid(height, width)
     with torch.no_grad():
-        out = head(feats)
-        expected = reference_forward(head, feats)
-    assert out.shape == (2, 5, height, width)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(head(feats), bilinear_chain_reference(head, feats),
+                                   rtol=0, atol=0)
 
 
-def test_odd_size_final_resize_uses_interpolate_mode():
-    # (mmseg's own head crashes with 'nearest': it passes align_corners=False to it)
-    head = SegformerHead(interpolate_mode='nearest', upsample_cfg=dict(type='DySample'),
-                         **head_kwargs()).eval()
-    zero_offsets(head)
-    feats = pyramid(25, 17)
-    with torch.no_grad():
-        torch.testing.assert_close(head(feats), reference_forward(head, feats, 'nearest'),
-                                   atol=1e-5, rtol=1e-5)
-
-
-def test_non_pyramid_inputs_raise_a_clear_error():
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_dysample_at_zero_offsets_is_the_bilinear_chain(dtype):
+    # 128 x 128 at 1/4 (a 512 x 512 crop, the paper's): every step is an exact x2
     head = SegformerHead(upsample_cfg=dict(type='DySample'), **head_kwargs()).eval()
-    feats = [torch.randn(1, c, 8, 8) for c in IN_CHANNELS]  # every level at the same size
-    with pytest.raises(ValueError, match=r'decode_head input 1 reaches \(16, 16\) after 1 x2'):
-        head(feats)
+    zero_offsets(head)
+    feats = pyramid(128, 128, batch=1)
+    with torch.no_grad(), torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
+        out = head(feats)
+        expected = bilinear_chain_reference(head, feats)
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+    assert out.dtype == expected.dtype
+    torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
+
+
+def test_dysample_at_odd_sizes_reaches_every_projection_size():
+    head = SegformerHead(upsample_cfg=dict(type='DySample'), **head_kwargs()).eval()
+    with torch.no_grad():
+        assert head(pyramid(25, 17)).shape == (2, 5, 25, 17)
 
 
 def test_init_weights_keeps_dysample_initialisation_under_a_head_init_cfg():

@@ -1,0 +1,5 @@
+# DepthFormer-SwinT on NYU Depth V2 whose four fusion-stage upsamplings are
+# a 3x3 stride-2 transposed convolution. Paper Table 9: +7.1M parameters, Abs Rel 0.117, RMS 0.401.
+_base_ = './depthformer_swin-t-w7_bilinear_nyu-416x544.py'
+
+model = dict(decode_head=dict(upsample_cfg=dict(type='Deconv')))

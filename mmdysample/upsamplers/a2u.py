@@ -1,0 +1,110 @@
+"""A2U, affinity-aware upsampling (Dai et al., CVPR 2021, "Learning Affinity-Aware
+Upsampling for Deep Image Matting"), as a guided x2 upsampler, in the 'dynamic-cs-d†'
+setting the DySample paper uses (Sec. 4): upsampling kernel 3, encoding kernel 6, U and V
+shared across channels ("cs"), generated from the input ("dynamic"), one kernel group.
+
+The x2 reassembly kernels come from a bilinear (second-order) form of the guide: two 6x6
+kernels ``U`` and ``V``, pooled from the guide itself and shared by all its channels, are
+applied as stride-2 convolutions; the channel-summed product of the two normalised results
+is the pairwise-affinity map, which a 1x1 projection (again generated from the guide, by
+global pooling) turns into the ``2 x 2 x 3 x 3`` kernels of each low-resolution pixel.
+
+The authors' module (``InterChannelUpDown``) also builds a second projection for
+*downsampling* kernels (``bconv_DP``), which upsampling never uses; it is left out here
+(10,790 parameters per layer at 256 channels instead of 20,042). Their reassembly is a
+naive CUDA op (``biupsample_naive``): the CARAFE reassembly with zero outside the map,
+which :func:`mmdysample.functional.carafe` computes in plain PyTorch.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..functional import carafe, check_positive_int
+from .builder import register_upsampler
+from .conv import check_odd_kernel
+from .guided import (GROUP_NORM_GROUPS, GuidedUpsampler, check_group_norm_channels,
+                     softmax_kernels)
+
+
+@register_upsampler('A2U')
+class A2U(GuidedUpsampler):
+    """A2U upsampler ('dynamic-cs-d†').
+
+    Kernel generation from the guide ``g`` ``(B, C_g, 2H, 2W)``:
+
+    - ``U = conv1x1(adaptive_avg_pool(g, e))``, ``V`` likewise: per-sample ``e x e`` kernels
+      (``C_g -> 1`` each, with bias), shared by all channels of ``g``;
+    - ``a = g * U`` and ``b = g * V``, each a per-channel stride-2 convolution (padding
+      ``(e - 1) // 2``) followed by GroupNorm(32) and LeakyReLU(0.01), ``(B, C_g, H, W)``;
+    - ``affinity = sum_c(a * b) / sqrt(C_g)``, ``(B, 1, H, W)``;
+    - ``P = conv1x1(global_avg_pool(g))``: per-sample ``4 k^2`` weights (with bias); the
+      logits ``P * affinity`` ``(B, 4 k^2, H, W)`` are pixel-shuffled to ``(B, k^2, 2H, 2W)``
+      and normalised as the authors do, ``softmax(sigmoid(.))`` over the ``k^2`` taps.
+
+    Output: CARAFE reassembly of ``x`` with those kernels (``k x k`` neighbourhood of the
+    low-resolution pixel ``(p // 2, q // 2)``, zero outside the map).
+
+    Parameters: ``4 C_g + (4 k^2 + 2) C_g + 4 k^2 + 2`` (10,790 at ``C_g = 256``, ``k = 3``).
+
+    Args:
+        in_channels: channels ``C`` of ``x``.
+        scale_factor: must be 2.
+        guide_channels: channels ``C_g`` of ``guide`` (divisible by 32); ``None`` means
+            ``in_channels``.
+        up_kernel: reassembly kernel size ``k`` (odd; 3).
+        encoder_kernel: size ``e`` of the pooled kernels ``U`` and ``V`` (6; any size
+            >= 1 keeps ``H x W``: padding ``(e - 1) // 2``, stride 2).
+
+    Shape:
+        ``x (B, C, H, W)``, ``guide (B, C_g, 2H, 2W)`` -> ``(B, C, 2H, 2W)``.
+
+    Weights keep PyTorch's default initialisation (as the authors' module).
+    """
+    supported_scale_factors = (2, )
+
+    def __init__(self, in_channels: int, scale_factor: int = 2,
+                 guide_channels: Optional[int] = None, up_kernel: int = 3,
+                 encoder_kernel: int = 6):
+        super().__init__(in_channels, scale_factor, guide_channels)
+        c = check_group_norm_channels(self.guide_channels, 'guide_channels')
+        self.up_kernel = check_odd_kernel(up_kernel, 'up_kernel')
+        self.encoder_kernel = encoder_kernel = check_positive_int(encoder_kernel,
+                                                                  'encoder_kernel')
+        self.kernel_u = nn.Sequential(
+            nn.AdaptiveAvgPool2d(encoder_kernel), nn.Conv2d(c, 1, 1))
+        self.kernel_v = nn.Sequential(
+            nn.AdaptiveAvgPool2d(encoder_kernel), nn.Conv2d(c, 1, 1))
+        self.norm_u = nn.Sequential(nn.GroupNorm(GROUP_NORM_GROUPS, c), nn.LeakyReLU())
+        self.norm_v = nn.Sequential(nn.GroupNorm(GROUP_NORM_GROUPS, c), nn.LeakyReLU())
+        self.projection = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 4 * self.up_kernel**2, 1))
+
+    def _shared_strided_conv(self, guide: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """Convolve every channel of ``guide`` ``(B, C_g, 2H, 2W)`` with its sample's
+        ``kernel`` ``(B, 1, e, e)``, stride 2 -> ``(B, C_g, H, W)``."""
+        e = self.encoder_kernel
+        # channels as the batch, samples as groups: one grouped convolution for the batch
+        out = F.conv2d(guide.transpose(0, 1), kernel.to(guide.dtype), stride=2,
+                       padding=(e - 1) // 2, groups=guide.shape[0])
+        return out.transpose(0, 1)
+
+    def kernels(self, guide: torch.Tensor) -> torch.Tensor:
+        """Normalised reassembly kernels ``(B, k^2, 2H, 2W)`` from the guide."""
+        channels = guide.shape[1]
+        a = self.norm_u(self._shared_strided_conv(guide, self.kernel_u(guide)))
+        b = self.norm_v(self._shared_strided_conv(guide, self.kernel_v(guide)))
+        affinity = (a * b).sum(1, keepdim=True) / math.sqrt(channels)
+        logits = affinity * self.projection(guide)  # (B, 4 k^2, H, W)
+        logits = F.pixel_shuffle(logits, 2)
+        return softmax_kernels(torch.sigmoid(logits))
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        self.check_inputs(x, guide)
+        return carafe(x, self.kernels(guide), self.up_kernel, 1, 2)
+
+    def extra_repr(self) -> str:
+        return (f'{super().extra_repr()}, up_kernel={self.up_kernel}, '
+                f'encoder_kernel={self.encoder_kernel}')

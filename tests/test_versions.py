@@ -1,0 +1,69 @@
+"""mmdysample.versions: the supported versions, the same in pyproject.toml and at import."""
+import os
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from mmdysample import versions
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_pyproject_declares_the_supported_versions():
+    with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
+        dependencies = tomllib.load(f)['project']['dependencies']
+    declared = {}
+    for requirement in dependencies:
+        name = requirement.split('>')[0].split('<')[0].split('=')[0].strip()
+        declared[name] = requirement
+    for name in versions.SUPPORTED_VERSIONS:
+        assert declared[name] == versions._requirement(name)
+
+
+@pytest.mark.parametrize('name, installed, supported', [
+    ('torch', '2.3.1', False), ('torch', '2.4.0', True), ('torch', '2.13.0+cpu', True),
+    ('mmengine', '0.10.6', False), ('mmengine', '0.10.7', True), ('mmengine', '0.11.0', False),
+    ('mmcv', '2.2.0', False), ('mmcv', '2.1.0', True), ('mmdet', '3.4.0rc1', False),
+    ('mmsegmentation', '1.2.2', True), ('mmsegmentation', '1.1.0', False),
+    ('mmpretrain', '1.3.0', False),
+])
+def test_check_version_bounds(name, installed, supported):
+    if supported:
+        assert versions.check_version(name, installed) == installed
+    else:
+        with pytest.raises(versions.UnsupportedVersionError) as error:
+            versions.check_version(name, installed)
+        assert f'{name} {installed} is installed' in str(error.value)
+        assert versions._requirement(name) in str(error.value)
+
+
+def test_the_installed_stack_is_supported():
+    installed = versions.check_versions()
+    assert installed['torch'] and installed['mmengine']
+
+
+def test_unknown_distribution_is_named():
+    with pytest.raises(ValueError, match=r"distribution must be one of .*'torch'.*got 'numpy'"):
+        versions.check_version('numpy')
+
+
+def _import_with(fake_versions):
+    """``import mmdysample`` in a fresh interpreter whose metadata reports ``fake_versions``."""
+    code = ('import importlib.metadata as m\n'
+            f'fake = {fake_versions!r}\n'
+            'real = m.version\n'
+            'm.version = lambda name: fake.get(name) or real(name)\n'
+            'import mmdysample\n')
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_import_stops_on_an_old_torch_naming_both_versions():
+    # fails before torch or mmengine is imported: a fraction of a second
+    result = _import_with({'torch': '2.1.2'})
+    assert result.returncode != 0
+    assert ('UnsupportedVersionError: mmdysample needs torch>=2.4, but torch 2.1.2 is '
+            'installed') in result.stderr

@@ -1,0 +1,450 @@
+"""Helpers shared by the scripts in ``tools/``: importing mmdysample, filling the registries
+of a config's scope, reading a config as the train/test tools do, checking the datasets a
+config reads, building the runner and ending a distributed worker.
+
+A tool imports this module by name (``import tool_helpers``): Python puts the script's own
+folder, ``tools/``, on ``sys.path`` when a tool runs as a script, and the tools append it
+themselves when they are loaded by path (tests, ``importlib``).
+"""
+import argparse
+import contextlib
+import copy
+import importlib
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# default_scope -> module whose register_all_modules() fills that scope's registries.
+SCOPE_REGISTRATION_MODULES = {
+    'mmdet': 'mmdet.utils',
+    'mmseg': 'mmseg.utils',
+    'mmpretrain': 'mmpretrain.utils',
+}
+
+# How to obtain the datasets the paper's configs use, by dataset ``type``.
+DATASET_PREPARATION_HINTS = {
+    'CocoDataset': "download COCO 2017 (train2017/, val2017/, annotations/) into {data_root} "
+                   "in mmdet's layout (mmdet docs: user_guides/dataset_prepare.md)",
+    'CocoPanopticDataset': "download COCO 2017 with the panoptic annotations "
+                           "(annotations/panoptic_{{train,val}}2017.json and their PNG folders) "
+                           "into {data_root} in mmdet's layout "
+                           "(mmdet docs: user_guides/dataset_prepare.md)",
+    'ADE20KDataset': "download ADEChallengeData2016 (images/, annotations/) into {data_root} "
+                     "in mmseg's layout (mmseg docs: user_guides/2_dataset_prepare.md)",
+}
+SYNTHETIC_PREPARATION_HINT = ('generate the synthetic demo data: python '
+                              'tools/make_synthetic_data.py --out data/synthetic (or make demo)')
+GENERIC_PREPARATION_HINT = ('prepare the {dataset_type} dataset under {data_root} in the '
+                            'layout the config expects (see the mmdet/mmseg dataset '
+                            'preparation docs), or point data_root at it with '
+                            '--cfg-options')
+
+
+def import_mmdysample():
+    """Import mmdysample (installed, or from this checkout when it is not installed)."""
+    try:
+        return importlib.import_module('mmdysample')
+    except ImportError:
+        sys.path.insert(0, REPO_ROOT)
+        return importlib.import_module('mmdysample')
+
+
+def register_scope_modules(cfg) -> str:
+    """Fill the registries of ``cfg.default_scope`` and return the scope name.
+
+    Raises:
+        SystemExit: when the config has no ``default_scope`` or an unsupported one.
+    """
+    scope = cfg.get('default_scope', None)
+    if scope not in SCOPE_REGISTRATION_MODULES:
+        allowed = ', '.join(repr(name) for name in SCOPE_REGISTRATION_MODULES)
+        raise SystemExit(f'config default_scope={scope!r} is not supported: set default_scope '
+                         f'to one of {allowed} in the config')
+    module = importlib.import_module(SCOPE_REGISTRATION_MODULES[scope])
+    # The runner sets the default scope from the config itself.
+    module.register_all_modules(init_default_scope=False)
+    return scope
+
+
+def _type_name(type_field: Any) -> str:
+    return type_field if isinstance(type_field, str) else getattr(type_field, '__name__',
+                                                                 str(type_field))
+
+
+def _is_remote(path: str, backend_args: Optional[dict]) -> bool:
+    backend = (backend_args or {}).get('backend', 'local')
+    return backend not in ('local', 'disk') or '://' in str(path)
+
+
+def _leaf_datasets(dataset_cfg: Any, key: str) -> Iterator[Tuple[str, dict]]:
+    """Yield ``(config key, dataset cfg)`` for every dataset that reads files, looking
+    through wrappers (``dataset=``: RepeatDataset, ClassBalancedDataset,
+    MultiImageMixDataset...; ``datasets=``: ConcatDataset)."""
+    if not isinstance(dataset_cfg, dict):
+        return
+    if isinstance(dataset_cfg.get('dataset'), dict):
+        yield from _leaf_datasets(dataset_cfg['dataset'], f'{key}.dataset')
+    elif isinstance(dataset_cfg.get('datasets'), (list, tuple)):
+        for index, child in enumerate(dataset_cfg['datasets']):
+            yield from _leaf_datasets(child, f'{key}.datasets[{index}]')
+    else:
+        yield key, dataset_cfg
+
+
+def _dataset_paths(dataset_cfg: dict) -> Iterator[Tuple[str, str]]:
+    """``(field, local path)`` pairs a dataset cfg reads, joined as mmengine's BaseDataset
+    joins them (relative ``ann_file`` / ``data_prefix`` entries under ``data_root``)."""
+    data_root = dataset_cfg.get('data_root') or ''
+    if data_root:
+        yield 'data_root', str(data_root)
+    ann_file = dataset_cfg.get('ann_file') or ''
+    if ann_file:
+        yield 'ann_file', ann_file if osp.isabs(ann_file) else osp.join(data_root, ann_file)
+    data_prefix = dataset_cfg.get('data_prefix') or {}
+    if isinstance(data_prefix, dict):
+        for prefix_key, prefix in data_prefix.items():
+            if isinstance(prefix, str) and prefix:
+                path = prefix if osp.isabs(prefix) else osp.join(data_root, prefix)
+                yield f'data_prefix.{prefix_key}', path
+
+
+def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, str]]:
+    """Local dataset files/directories that ``cfg`` reads in ``phases`` and that do not exist.
+
+    Args:
+        cfg: an mmengine ``Config``.
+        phases: any of ``'train'``, ``'val'``, ``'test'``: which ``{phase}_dataloader`` and
+            ``{phase}_evaluator`` to check.
+
+    Returns:
+        ``(config key, path, preparation hint)`` for each missing path, in config order.
+        Datasets on non-local backends (``backend_args`` / URLs) are skipped.
+    """
+    missing = []
+    for phase in phases:
+        if phase not in ('train', 'val', 'test'):
+            raise ValueError(f"phases must contain only 'train', 'val', 'test', got {phase!r}")
+        dataloader = cfg.get(f'{phase}_dataloader', None)
+        datasets = _leaf_datasets(dataloader.get('dataset'), f'{phase}_dataloader.dataset') \
+            if isinstance(dataloader, dict) else []
+        phase_hint = GENERIC_PREPARATION_HINT.format(dataset_type='config\'s',
+                                                     data_root='its data_root')
+        for key, dataset in datasets:
+            dataset_type = _type_name(dataset.get('type', ''))
+            phase_hint = DATASET_PREPARATION_HINTS.get(dataset_type, GENERIC_PREPARATION_HINT)
+            if 'synthetic' in str(dataset.get('data_root') or ''):  # configs/demo/
+                phase_hint = SYNTHETIC_PREPARATION_HINT
+            phase_hint = phase_hint.format(data_root=dataset.get('data_root') or '.',
+                                           dataset_type=dataset_type or 'config\'s')
+            for field, path in _dataset_paths(dataset):
+                if not _is_remote(path, dataset.get('backend_args')) and not osp.exists(path):
+                    missing.append((f'{key}.{field}', path, phase_hint))
+                    if field == 'data_root':
+                        break  # everything below it is missing too
+        evaluators = cfg.get(f'{phase}_evaluator', None)
+        evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]
+        for index, evaluator in enumerate(evaluators):
+            if not isinstance(evaluator, dict):
+                continue
+            suffix = f'[{index}]' if len(evaluators) > 1 else ''
+            # Metrics that read ground truth themselves (CocoMetric, CocoPanopticMetric).
+            for field in ('ann_file', 'seg_prefix'):
+                path = evaluator.get(field)
+                if path and not _is_remote(path, evaluator.get('backend_args')) \
+                        and not osp.exists(path):
+                    missing.append((f'{phase}_evaluator{suffix}.{field}', path, phase_hint))
+    # The same dataset is often shared by val and test: report each path once.
+    unique, seen = [], set()
+    for entry in missing:
+        if entry[1] not in seen:
+            seen.add(entry[1])
+            unique.append(entry)
+    return unique
+
+
+def check_datasets(cfg, phases: Sequence[str]) -> None:
+    """Stop (``SystemExit``, non-zero) when a local dataset path of ``phases`` is missing;
+    the message names every missing path and says how to prepare the dataset."""
+    missing = missing_dataset_paths(cfg, phases)
+    if missing:
+        lines = [f'{path} not found ({key}'
+                 + ('' if osp.isabs(path) else f', i.e. {osp.abspath(path)}') + ')'
+                 for key, path, _ in missing]
+        hints = list(dict.fromkeys(hint for _, _, hint in missing))
+        raise SystemExit('Dataset files are missing, nothing was run:\n  ' + '\n  '.join(lines)
+                         + '\nTo fix: ' + '\n        '.join(hints))
+
+
+def finish_distributed_run(runner=None, exit_status: int = 0) -> None:
+    """End a distributed worker (torchrun, slurm) once its work is done and saved.
+
+    The runner's visualizer is closed (when no ``LoggerHook`` closed it already), the
+    process group is destroyed, the interpreter's exit handlers run (``atexit``: the final
+    flush of visualizer backends such as WandB and MLflow, of TensorBoard writers, and
+    ``logging``'s), and the worker exits at once with ``exit_status`` (``os._exit``) instead of
+    going through interpreter finalisation: with torch 2.13, mmengine 0.10.7 and gloo, rank 0
+    aborted there about once in 13 CPU runs of ``tools/dist_train.sh`` ('terminate called
+    without an active exception', SIGABRT, no Python frame on the stack, after the
+    checkpoints and metrics were written), which torchrun reports as a failed job. Nothing
+    happens in a non-distributed run.
+    """
+    import atexit
+
+    import torch.distributed as torch_dist
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    if runner is not None:
+        from mmengine.hooks import LoggerHook
+        if not any(isinstance(hook, LoggerHook) for hook in runner.hooks):
+            runner.visualizer.close()  # LoggerHook.after_run closes it otherwise
+    torch_dist.destroy_process_group()
+    atexit._run_exitfuncs()  # what a normal exit runs before finalisation
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_status)
+
+
+def load_config(args: argparse.Namespace):
+    """The config of ``args.config`` with ``--launcher``, ``--cfg-options`` and the work_dir
+    (command line > config > ``./work_dirs/<config name>``) applied, and its scope's modules
+    registered. Returns ``(cfg, scope)``; shared by ``tools/train.py`` and ``tools/test.py``."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = register_scope_modules(cfg)
+    if scope == 'mmdet':
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg, scope
+
+
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every runner tool shares with mmdet's/mmseg's tools: ``--cfg-options``,
+    ``--launcher`` and ``--local-rank`` (passed by ``torch.distributed.launch``)."""
+    from mmengine.config import DictAction
+
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value pairs (nested keys '
+                        'with dots, lists as key="[a,b]" or key=a,b, no white space)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser,
+                      argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv`` and export ``LOCAL_RANK`` from ``--local-rank`` when the launcher did
+    not set it (as the upstream tools do)."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_runner(cfg):
+    """The config's runner: ``runner_type`` from the registry, else mmengine's ``Runner``."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring layers and models (tools/benchmark.py, tools/analyze_model.py): parameters, time,
+# peak memory; building a model from a config (also tools/visualize_sampling.py and
+# tools/convert_checkpoint.py). FLOPs are counted by the library: mmdysample.flops.
+#
+# Peak memory (:func:`peak_memory_bytes`): on CUDA, ``torch.cuda.max_memory_allocated`` over
+# the call minus what was allocated before it. On CPU there is no allocator high-water mark,
+# so the CPU allocator's own accounting is read through ``torch.profiler`` with
+# ``profile_memory=True``: it reports every allocation and free made while profiling, with
+# its size; the peak is the highest running sum of those sizes, i.e. the largest number of
+# bytes of tensor memory that the call itself held at any one time (inputs and parameters
+# that existed before the call are not included; memory that libraries allocate outside
+# PyTorch's allocator, e.g. oneDNN scratch space or thread stacks, is not seen).
+# ---------------------------------------------------------------------------------------
+def count_parameters(module: 'torch.nn.Module', trainable_only: bool = False) -> int:
+    """Number of parameter elements of ``module`` (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def synchronize(device: Union[str, 'torch.device']) -> None:
+    """Wait for the device's queued work (CUDA); nothing to do on CPU."""
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's native library prints two
+    'USDT ... profiler_start/stop' lines on every start/stop, which would bury the output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _cpu_peak_from_profiler(fn: Callable[[], Any]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_silenced():
+        prof.start()
+    try:
+        fn()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
+    handle, trace_path = tempfile.mkstemp(suffix='.json')
+    os.close(handle)
+    try:
+        prof.export_chrome_trace(trace_path)
+        with open(trace_path) as trace_file:
+            events = json.load(trace_file)['traceEvents']
+    finally:
+        os.remove(trace_path)
+    memory_events = sorted(
+        (e for e in events
+         if e.get('name') == '[memory]' and e.get('args', {}).get('Device Type', 0) == 0),
+        key=lambda e: (e['ts'], e['args'].get('Ev Idx', 0)))
+    live_bytes = peak = 0
+    for event in memory_events:
+        live_bytes += event['args']['Bytes']  # negative for frees
+        peak = max(peak, live_bytes)
+    return peak
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: Union[str, 'torch.device'] = 'cpu') -> int:
+    """Peak bytes of tensor memory allocated by one call of ``fn`` beyond what was allocated
+    before it (see the module docstring for how, per device).
+
+    Release anything the previous call left (e.g. ``.grad``) before calling, or on CPU its
+    freeing is not seen.
+    """
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    if device.type == 'cpu':
+        return _cpu_peak_from_profiler(fn)
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device.type!r}")
+
+
+@dataclass
+class TimingStats:
+    """Summary of repeated timings, in milliseconds per call.
+
+    ``samples`` holds one value per repeat (the mean over that repeat's iterations).
+    """
+    median: float
+    q1: float
+    q3: float
+    minimum: float
+    maximum: float
+    iters: int
+    samples: List[float]
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), 'iqr': self.iqr}
+
+
+def summarize_times(samples_ms: Sequence[float], iters: int) -> TimingStats:
+    """Median, quartiles (``statistics.quantiles``, inclusive method), min and max."""
+    samples = [float(s) for s in samples_ms]
+    if not samples:
+        raise ValueError('samples_ms must hold at least one timing')
+    if len(samples) == 1:
+        q1 = q3 = samples[0]
+    else:
+        q1, _, q3 = statistics.quantiles(samples, n=4, method='inclusive')
+    return TimingStats(statistics.median(samples), q1, q3, min(samples), max(samples), iters,
+                       samples)
+
+
+def time_per_call(fn: Callable[[], Any], iters: int,
+                  device: Union[str, 'torch.device'] = 'cpu') -> float:
+    """Mean wall time of ``fn()`` over ``iters`` back-to-back calls, in milliseconds
+    (device synchronised before and after)."""
+    if iters < 1:
+        raise ValueError(f'iters must be a positive integer, got {iters!r}')
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3 / iters
+
+
+def build_model(config,
+                cfg_options: Optional[Dict[str, Any]] = None,
+                checkpoint: Optional[str] = None,
+                device: Union[str, 'torch.device'] = 'cpu') -> 'torch.nn.Module':
+    """Build ``cfg.model`` in the config's ``default_scope`` (mmdet, mmseg...), without
+    ``init_weights()`` (so no pretrained backbone is fetched; every layer has its
+    constructor's initialisation, DySample its paper one), turn SyncBN into BatchNorm on
+    CPU, optionally load a checkpoint
+    (mmengine's ``load_checkpoint``, non-strict: the missing/unexpected keys are logged),
+    and return it in eval mode on ``device``."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    import_mmdysample()  # registers the plugin's modules (the integrations with mmdet/mmseg)
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    elif isinstance(config, (str, os.PathLike)):
+        cfg = Config.fromfile(os.fspath(config))
+    else:
+        raise TypeError(f'config must be a path or an mmengine Config, got '
+                        f'{type(config).__name__}')
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    if 'model' not in cfg:
+        raise ValueError(f'config {config} has no model')
+    init_default_scope(cfg.get('default_scope', None) or 'mmengine')
+    model = MODELS.build(cfg.model)
+    if torch.device(device).type == 'cpu':
+        from mmengine.model import revert_sync_batchnorm
+        model = revert_sync_batchnorm(model)  # SyncBN needs CUDA and a process group
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    model.cfg = cfg
+    return model.to(device).eval()
