@@ -6,8 +6,15 @@ from pathlib import Path
 import mmengine.config.utils as mmengine_config_utils
 import pytest
 import torch
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.testing import demo_mm_inputs
+from mmdet.utils import register_all_modules as register_mmdet
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS as MMSEG_MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import register_all_modules as register_mmseg
 
 import mmdysample  # noqa: F401
 from mmdysample.mmdet import MSDeformAttnPixelDecoder
@@ -46,8 +53,11 @@ def shrink_head(head, num_classes_weight):
         head.train_cfg.num_points = 64
 
 
-def tiny_backbone(backbone):
-    backbone.update(depth=18, base_channels=8, init_cfg=None)
+def tiny_model_cfg(config_name):
+    """The config's model with a ResNet-18 backbone of 8 base channels (8/16/32/64)."""
+    model_cfg = Config.fromfile(str(CONFIGS / config_name)).model
+    model_cfg.backbone.update(depth=18, base_channels=8, init_cfg=None)
+    return model_cfg
 
 
 def check_decoder_and_grads(decoder, loss):
@@ -60,14 +70,9 @@ def check_decoder_and_grads(decoder, loss):
 
 @pytest.mark.slow
 def test_mmdet_coco_panoptic_mask2former_train_and_predict():
-    from mmdet.registry import MODELS
-    from mmdet.testing import demo_mm_inputs
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(str(
-        CONFIGS / 'mask2former_r50_msdeformattn-dysample-lpg4_8xb2-lsj-50e_coco-panoptic.py'))
-    model_cfg = cfg.model
-    tiny_backbone(model_cfg.backbone)
+    register_mmdet(init_default_scope=False)
+    model_cfg = tiny_model_cfg(
+        'mask2former_r50_msdeformattn-dysample-lpg4_8xb2-lsj-50e_coco-panoptic.py')
     model_cfg.panoptic_head.update(num_things_classes=3, num_stuff_classes=2)
     model_cfg.panoptic_fusion_head.update(num_things_classes=3, num_stuff_classes=2)
     shrink_head(model_cfg.panoptic_head, 5)
@@ -76,7 +81,7 @@ def test_mmdet_coco_panoptic_mask2former_train_and_predict():
     model_cfg.test_cfg.max_per_image = 20  # at most num_queries * num_classes = 40
     with DefaultScope.overwrite_default_scope('mmdet'):
         torch.manual_seed(0)
-        model = MODELS.build(model_cfg)
+        model = MMDET_MODELS.build(model_cfg)
         model.init_weights()
         packed = demo_mm_inputs(batch_size=2, image_shapes=(3, 64, 96), num_items=[2, 3],
                                 num_classes=3, with_mask=True, with_semantic=True)
@@ -96,16 +101,10 @@ def test_mmdet_coco_panoptic_mask2former_train_and_predict():
 
 @pytest.mark.slow
 def test_mmseg_ade20k_mask2former_train_and_predict():
-    from mmengine.structures import PixelData
-    from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(str(
-        CONFIGS / 'mask2former_r50_msdeformattn-dysample-lpg4_8xb2-160k_ade20k-512x512.py'))
-    model_cfg = cfg.model
+    register_mmseg(init_default_scope=False)
+    model_cfg = tiny_model_cfg(
+        'mask2former_r50_msdeformattn-dysample-lpg4_8xb2-160k_ade20k-512x512.py')
     model_cfg.data_preprocessor.size = (64, 64)
-    tiny_backbone(model_cfg.backbone)
     model_cfg.decode_head.num_classes = 4
     shrink_head(model_cfg.decode_head, 4)
     generator = torch.Generator().manual_seed(0)
@@ -120,7 +119,7 @@ def test_mmseg_ade20k_mask2former_train_and_predict():
         samples.append(sample)
     with DefaultScope.overwrite_default_scope('mmseg'):
         torch.manual_seed(0)
-        model = MODELS.build(model_cfg)
+        model = MMSEG_MODELS.build(model_cfg)
         model.init_weights()
         model.train()
         data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
