@@ -22,7 +22,8 @@ from mmseg.registry import MODELS
 import mmdysample  # noqa: F401
 import mmdysample.mmseg
 import mmseg
-from mmdysample.mmseg import PixelDecoder, SegformerHead
+from mmdysample.mmdet import PixelDecoder
+from mmdysample.mmseg import SegformerHead
 from mmdysample.upsamplers import CARAFE, Deconv, DySample, PixelShuffle
 
 REPO = Path(__file__).resolve().parents[2]
