@@ -14,9 +14,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .ops import grid_sample_dysample, sample_fused_or_reference, sampling_grid
+
 __all__ = [
-    'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature',
-    'init_sampling_positions', 'sampling_grid', 'dysample', 'grid_sample_dysample', 'carafe'
+    'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature', 'check_size',
+    'position_dtype', 'init_sampling_positions', 'sampling_grid', 'resized_sampling_grid',
+    'dysample', 'dysample_to_size', 'grid_sample_dysample', 'carafe'
 ]
 
 INIT_STYLES = ('bilinear', 'nearest')
@@ -65,6 +68,25 @@ def check_feature(x, name: str = 'x', channels: Optional[int] = None) -> None:
                          f'got shape {tuple(x.shape)}')
 
 
+def check_size(size, name: str = 'size') -> tuple:
+    """Return ``size`` as a ``(height, width)`` tuple of positive ints, or raise naming ``name``."""
+    if (isinstance(size, (str, bytes)) or not hasattr(size, '__len__') or len(size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in size)):
+        raise ValueError(f'{name} must be a pair of positive integers (height, width), '
+                         f'got {size!r}')
+    return int(size[0]), int(size[1])
+
+
+def position_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype sampling positions are computed and used in: ``float64`` if any of
+    ``tensors`` is float64, else ``float32`` (also for float16/bfloat16 features, whose 8 or 11
+    significant bits cannot hold a coordinate such as 167.75: positions in the feature's own
+    dtype would move sampling points by up to half a pixel)."""
+    if any(t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
 def init_sampling_positions(scale_factor: int,
                             groups: int = 1,
                             init: str = 'bilinear',
@@ -97,29 +119,23 @@ def init_sampling_positions(scale_factor: int,
     return positions.reshape(1, -1, 1, 1).to(dtype=dtype, device=device)
 
 
-def sampling_grid(offset: torch.Tensor, scale_factor: int, groups: int) -> torch.Tensor:
-    """Turn low-res offsets into a ``grid_sample`` grid.
-
-    Args:
-        offset: ``(B, 2 * g * s * s, H, W)`` offsets in low-res pixel units, relative to each
-            low-res pixel centre, channels ordered as :func:`init_sampling_positions` returns.
-
-    Returns:
-        ``(B * g, s * H, s * W, 2)`` grid of normalised ``(x, y)`` in ``[-1, 1]``
-        (``align_corners=False`` convention).
-    """
-    s = scale_factor
-    B, _, H, W = offset.shape
-    offset = offset.view(B, 2, groups * s * s, H, W)
-    centre_x = torch.arange(W, dtype=offset.dtype, device=offset.device) + 0.5
-    centre_y = torch.arange(H, dtype=offset.dtype, device=offset.device) + 0.5
-    # absolute positions normalised to [-1, 1]: x / W * 2 - 1
-    grid_x = (offset[:, 0] + centre_x.view(1, 1, 1, W)) * (2.0 / W) - 1
-    grid_y = (offset[:, 1] + centre_y.view(1, 1, H, 1)) * (2.0 / H) - 1
-    grid = torch.stack([grid_x, grid_y], dim=1).view(B, 2 * groups * s * s, H, W)
-    grid = F.pixel_shuffle(grid, s)  # (B, 2 * g, sH, sW)
-    grid = grid.view(B, 2, groups, s * H, s * W).permute(0, 2, 3, 4, 1)
-    return grid.reshape(B * groups, s * H, s * W, 2)
+def _check_sampling_inputs(x, offset, s: int, groups) -> tuple:
+    """Check :func:`dysample`'s ``x``, ``offset`` and ``groups``; return ``x``'s shape."""
+    check_feature(x, 'x')
+    check_feature(offset, 'offset')
+    groups = check_positive_int(groups, 'groups')
+    B, C, H, W = x.shape
+    if C % groups:
+        raise ValueError(f'channels of x ({C}) must be divisible by groups ({groups})')
+    expected = (B, 2 * groups * s * s, H, W)
+    if tuple(offset.shape) != expected:
+        raise ValueError(f'offset must have shape (B, 2 * groups * s * s, H, W) = {expected} '
+                         f'for x of shape {tuple(x.shape)}, groups={groups}, '
+                         f'scale_factor={s}; got {tuple(offset.shape)}')
+    for name, t in (('x', x), ('offset', offset)):
+        if not t.is_floating_point():
+            raise TypeError(f'{name} must be a floating-point tensor, got {t.dtype}')
+    return B, C, H, W
 
 
 def dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int = 2,
@@ -141,45 +157,117 @@ def dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int = 2,
         groups: number of offset groups ``g``.
 
     Returns:
-        ``(B, C, s * H, s * W)`` tensor of ``x``'s dtype.
+        ``(B, C, s * H, s * W)`` tensor of ``x``'s dtype. Sampling positions are computed and
+        used in float32 (float64 if ``x`` or ``offset`` is float64) whatever the feature
+        dtype: a float16/bfloat16 ``x`` is sampled in float32 and the result rounded once.
     """
     s = check_scale_factor(scale_factor)
-    check_feature(x, 'x')
-    check_feature(offset, 'offset')
-    groups = check_positive_int(groups, 'groups')
-    B, C, H, W = x.shape
-    if C % groups:
-        raise ValueError(f'channels of x ({C}) must be divisible by groups ({groups})')
-    expected = (B, 2 * groups * s * s, H, W)
-    if tuple(offset.shape) != expected:
-        raise ValueError(f'offset must have shape (B, 2 * groups * s * s, H, W) = {expected} '
-                         f'for x of shape {tuple(x.shape)}, groups={groups}, '
-                         f'scale_factor={s}; got {tuple(offset.shape)}')
-    # Fused CPU kernel (mmdysample.ops): same values and gradients as the grid_sample path
-    # below, in one pass. Used for CPU float32/float64 inputs unless MMDYSAMPLE_FUSED=0 or
-    # mmdysample.ops.use_fused(False); returns None otherwise. Imported here: loads on use.
-    from .ops import fused_dysample_if_supported
-    fused_out = fused_dysample_if_supported(x, offset, s, groups)
-    if fused_out is not None:
-        return fused_out
-    return grid_sample_dysample(x, offset, s, groups)
+    _check_sampling_inputs(x, offset, s, groups)
+    groups = int(groups)
+    # Positions in float32 (float64 for float64 inputs) whatever the feature dtype; a
+    # low-precision feature is sampled in that dtype and the result rounded back once. The
+    # fused CPU kernel (mmdysample.ops) takes CPU inputs unless MMDYSAMPLE_FUSED=0 or
+    # mmdysample.ops.use_fused(False); the grid_sample reference path everything else.
+    dtype = position_dtype(x, offset)
+    out = sample_fused_or_reference(x.to(dtype), offset.to(dtype), s, groups)
+    return out.to(x.dtype)
 
 
-def grid_sample_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
-                         groups: int) -> torch.Tensor:
-    """The reference path of :func:`dysample` (normalised grid + ``F.grid_sample``), without
-    its argument checks or the fused-kernel dispatch: what the fused kernel reproduces, and
-    what its double backward differentiates. Same arguments and result as :func:`dysample`.
+def _sub_pixel_index(out_size: int, in_size: int, scale_factor: int) -> torch.Tensor:
+    """For each of ``out_size`` output points spread over ``in_size`` input pixels
+    (``F.interpolate``'s geometry), the index of the ``1 / scale_factor`` sub-pixel its
+    centre falls in: ``floor((i + 0.5) * s * in_size / out_size)``, in exact integers."""
+    index = torch.arange(out_size, dtype=torch.int64)
+    index = ((2 * index + 1) * (scale_factor * in_size)) // (2 * out_size)
+    return index.clamp_(max=scale_factor * in_size - 1)
+
+
+def _base_coordinates(out_size: int, in_size: int, init: str) -> torch.Tensor:
+    """Normalised (``align_corners=False``) zero-offset position of each output point along
+    one axis: ``F.interpolate(mode='bilinear')``'s source point for ``init='bilinear'``,
+    the centre of the input pixel the point falls in for ``init='nearest'`` (float64)."""
+    index = torch.arange(out_size, dtype=torch.float64)
+    if init == 'bilinear':
+        return (2 * index + 1) / out_size - 1
+    pixel = torch.div((2 * index + 1) * in_size, 2 * out_size, rounding_mode='floor')
+    return (2 * pixel.clamp_(max=in_size - 1) + 1) / in_size - 1
+
+
+def resized_sampling_grid(offset: torch.Tensor, size, scale_factor: int, groups: int,
+                          init: str = 'bilinear') -> torch.Tensor:
+    """``grid_sample`` grid of :func:`dysample_to_size`: the zero-offset positions of an
+    ``size`` output (see :func:`dysample_to_size`) plus, at each output point, the learned
+    offset of the sub-pixel (of the ``s x s`` split of each input pixel) its centre falls in.
+
+    Args:
+        offset: ``(B, 2 * g * s * s, H, W)`` learned offsets in input pixels, *without* the
+            initial positions, channels ordered as :func:`init_sampling_positions` returns.
+        size: ``(H_out, W_out)``.
+
+    Returns:
+        ``(B * g, H_out, W_out, 2)`` grid of normalised ``(x, y)``, in ``offset``'s dtype.
     """
-    B, C, H, W = x.shape
-    grid = sampling_grid(offset, scale_factor, groups).to(x.dtype)
+    s = scale_factor
+    B, _, H, W = offset.shape
+    out_h, out_w = size
+    shuffled = F.pixel_shuffle(offset, s)  # (B, 2 * g, sH, sW): [x|y][group]
+    rows = _sub_pixel_index(out_h, H, s).to(offset.device)
+    cols = _sub_pixel_index(out_w, W, s).to(offset.device)
+    picked = shuffled.index_select(2, rows).index_select(3, cols).view(B, 2, groups, out_h,
+                                                                         out_w)
+    base_x = _base_coordinates(out_w, W, init).to(offset.device, offset.dtype)
+    base_y = _base_coordinates(out_h, H, init).to(offset.device, offset.dtype)
+    grid_x = picked[:, 0] * (2.0 / W) + base_x.view(1, 1, 1, out_w)
+    grid_y = picked[:, 1] * (2.0 / H) + base_y.view(1, 1, out_h, 1)
+    return torch.stack([grid_x, grid_y], dim=-1).view(B * groups, out_h, out_w, 2)
+
+
+def dysample_to_size(x: torch.Tensor, offset: torch.Tensor, size, scale_factor: int = 2,
+                     groups: int = 1, init: str = 'bilinear') -> torch.Tensor:
+    """DySample to an exact output size: :func:`dysample` for ``(H_out, W_out)`` other than
+    ``(s * H, s * W)`` (odd sizes, non-integer ratios).
+
+    Geometry (``F.interpolate``'s, ``align_corners=False``): output point ``(Y, X)`` sits at
+    ``((X + 0.5) * W / W_out, (Y + 0.5) * H / H_out)`` in input pixels (pixel ``j`` spans
+    ``[j, j + 1)``). With ``init='bilinear'`` its zero-offset sampling point is that position,
+    i.e. ``F.interpolate(x, size, mode='bilinear', align_corners=False)``'s source point;
+    with ``init='nearest'`` it is the centre of the input pixel the position falls in. The
+    learned offset added to it is the one predicted for the sub-pixel it falls in: input pixel
+    ``(i, j)`` is split into ``s x s`` sub-pixels, sub-pixel ``(a, b)`` owning the offset of
+    channel ``(k * s + a) * s + b`` (x) of group ``k``. At ``size = (s * H, s * W)`` this is
+    exactly :func:`dysample` with ``offset + init_sampling_positions(s, groups, init)``.
+
+    Args:
+        x: ``(B, C, H, W)``, ``C`` divisible by ``groups``.
+        offset: ``(B, 2 * groups * s * s, H, W)`` learned offsets in input pixels, *without*
+            the initial positions (those follow from ``size`` and ``init``).
+        size: ``(H_out, W_out)``, positive integers (smaller than the input is allowed).
+        scale_factor: ``s``, the sub-pixel split the offsets were predicted for.
+        groups: offset groups ``g``.
+        init: ``'bilinear'`` or ``'nearest'`` zero-offset positions.
+
+    Returns:
+        ``(B, C, H_out, W_out)`` tensor of ``x``'s dtype (positions in float32 or float64).
+    """
+    s = check_scale_factor(scale_factor)
+    size = check_size(size)
+    if init not in INIT_STYLES:
+        raise ValueError(f'init must be one of {INIT_STYLES}, got {init!r}')
+    B, C, H, W = _check_sampling_inputs(x, offset, s, groups)
+    groups = int(groups)
+    dtype = position_dtype(x, offset)
+    offset = offset.to(dtype)
+    if size == (s * H, s * W):  # the exact x``s`` path (fused kernel where available)
+        init_pos = init_sampling_positions(s, groups, init, dtype=dtype, device=offset.device)
+        return sample_fused_or_reference(x.to(dtype), offset + init_pos, s, groups).to(x.dtype)
+    grid = resized_sampling_grid(offset, size, s, groups, init)
     out = F.grid_sample(
-        x.reshape(B * groups, C // groups, H, W),
+        x.to(dtype).reshape(B * groups, C // groups, H, W),
         grid,
         mode='bilinear',
         padding_mode='border',
         align_corners=False)
-    return out.view(B, C, scale_factor * H, scale_factor * W)
+    return out.view(B, C, *size).to(x.dtype)
 
 
 def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_size: int,

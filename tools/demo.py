@@ -24,7 +24,9 @@ Steps:
 Logs, checkpoints and visualisations of run ``NAME`` land in ``<work-dir>/NAME/``: the
 log and the config in ``<timestamp>/``, the scalars in ``<timestamp>/vis_data/scalars.json``,
 painted validation images (ground truth and prediction side by side) in
-``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``.
+``<timestamp>/vis_data/vis_image/``, the checkpoint as ``iter_<N>.pth``. These are the
+row directories of the demo table: ``python tools/collect_results.py --table demo
+--work-dir <work-dir>`` lists them next to the paper-table layout (``make demo`` does).
 """
 import argparse
 import glob
@@ -51,7 +53,7 @@ class DemoModel:
     and the metric the table reports (key in mmengine's scalars, display name, scale)."""
     name: str
     configs: Dict[str, str]
-    layout: str  # 'coco', 'panoptic' or 'ade20k'
+    layout: str  # 'coco', 'panoptic', 'ade20k' or 'nyu'
     metric_key: str
     metric_name: str
     decimals: int = 2
@@ -71,6 +73,12 @@ DEMO_MODELS: Dict[str, DemoModel] = {
             'DySample-LP-g4': 'configs/demo/segformer_mit-w16_dysample-lpg4_demo_synthetic-'
                               'ade20k.py',
         }, 'ade20k', 'mIoU', 'mIoU', 2, ('aAcc', )),
+    'upernet': DemoModel(
+        'UPerNet R18-w16', {
+            'bilinear': 'configs/demo/upernet_r18-w16_bilinear_demo_synthetic-ade20k.py',
+            'DySample-LP-g4': 'configs/demo/upernet_r18-w16_dysample-lpg4_demo_synthetic-'
+                              'ade20k.py',
+        }, 'ade20k', 'mIoU', 'mIoU', 2, ('aAcc', )),
     'mask-rcnn': DemoModel(
         'Mask R-CNN R18-w16 FPN', {
             'nearest': 'configs/demo/mask-rcnn_r18-w16_fpn-nearest_demo_synthetic-coco.py',
@@ -85,6 +93,12 @@ DEMO_MODELS: Dict[str, DemoModel] = {
                               'synthetic-coco-panoptic.py',
         }, 'panoptic', 'coco_panoptic/PQ', 'PQ', 2, ('coco_panoptic/PQ_th',
                                                       'coco_panoptic/PQ_st')),
+    'depthformer': DemoModel(
+        'DepthFormer Swin-w16', {
+            'bilinear': 'configs/demo/depthformer_swin-w16_bilinear_demo_synthetic-nyu.py',
+            'DySample-LP-g4': 'configs/demo/depthformer_swin-w16_dysample-lpg4_demo_'
+                              'synthetic-nyu.py',
+        }, 'nyu', 'abs_rel', 'AbsRel (lower is better)', 3, ('rmse', 'd1')),
 }
 DEFAULT_MODELS = ('faster-rcnn', 'segformer')
 
@@ -92,9 +106,10 @@ DEFAULT_MODELS = ('faster-rcnn', 'segformer')
 def data_root_options(layout: str, data_root: str) -> List[str]:
     """``--cfg-options`` pointing a demo config of ``layout`` at ``data_root`` (the folder
     that ``tools/make_synthetic_data.py --out`` wrote)."""
-    if layout not in ('coco', 'panoptic', 'ade20k'):
-        raise ValueError(f"layout must be 'coco', 'panoptic' or 'ade20k', got {layout!r}")
-    sub = osp.join(data_root, 'ade20k' if layout == 'ade20k' else 'coco') + '/'
+    if layout not in ('coco', 'panoptic', 'ade20k', 'nyu'):
+        raise ValueError(f"layout must be 'coco', 'panoptic', 'ade20k' or 'nyu', got "
+                         f"{layout!r}")
+    sub = osp.join(data_root, layout if layout in ('ade20k', 'nyu') else 'coco') + '/'
     options = [f'{loader}.dataset.data_root={sub}'
                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     if layout == 'coco':
@@ -141,6 +156,17 @@ def ensure_data(data_root: str, num_train: int, num_val: int, seed: int) -> None
         raise SystemExit(f'tools/make_synthetic_data.py failed (exit code {code})')
 
 
+def ensure_nyu_data(data_root: str, num_train: int, num_val: int, seed: int) -> None:
+    """Write the synthetic NYU-layout rooms to ``<data_root>/nyu`` unless its ``meta.json``
+    records the same parameters (mmdysample.datasets.synthetic_nyu)."""
+    _load_tool('train').import_mmdysample()
+    from mmdysample.datasets.synthetic_nyu import generate_synthetic_nyu
+    meta = generate_synthetic_nyu(osp.join(data_root, 'nyu'), seed=seed, num_train=num_train,
+                                  num_test=num_val, skip_existing=True)
+    print(f'{data_root}/nyu: {num_train} + {num_val} synthetic NYU-layout rooms '
+          f'(generated in {meta["seconds"]} s)')
+
+
 def _stream(prefix: str, pipe, log_file) -> None:
     for line in iter(pipe.readline, ''):
         log_file.write(line)
@@ -164,6 +190,10 @@ def _run_one(run: Run, env: dict) -> None:
     run.wall_s = time.perf_counter() - start
     run.cpu_s = usage.ru_utime + usage.ru_stime
     run.returncode = proc.returncode
+    # the run directory is the demo table's row directory: say how it ended, as a
+    # tools/run_table.py job does, for tools/collect_results.py --table demo
+    with open(osp.join(run.work_dir, _load_tool('paper_tables').EXIT_CODE), 'w') as f:
+        f.write(f'{proc.returncode}\n')
 
 
 def read_validations(work_dir: str) -> List[dict]:
@@ -186,8 +216,8 @@ def read_validations(work_dir: str) -> List[dict]:
 
 def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
     """Number of parameters (not buffers) of the model a config builds."""
-    train_tool = _load_tool('train')
-    train_tool.import_mmdysample()
+    helpers = _load_tool('tool_helpers')
+    helpers.import_mmdysample()
     from mmengine.config import Config, DictAction
     from mmengine.registry import MODELS, DefaultScope
 
@@ -196,7 +226,7 @@ def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
         parser = argparse.ArgumentParser()
         parser.add_argument('--cfg-options', nargs='+', action=DictAction)
         cfg.merge_from_dict(parser.parse_args(['--cfg-options', *cfg_options]).cfg_options)
-    scope = train_tool.register_scope_modules(cfg)
+    scope = helpers.register_scope_modules(cfg)
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model)
     return sum(p.numel() for p in model.parameters())
@@ -321,6 +351,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data_root = osp.abspath(args.data_root)
     work_root = osp.abspath(args.work_dir)
     ensure_data(data_root, args.num_train, args.num_val, args.data_seed)
+    if any(DEMO_MODELS[key].layout == 'nyu' for key in args.models):
+        ensure_nyu_data(data_root, args.num_train, args.num_val, args.data_seed)
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     env = dict(os.environ)

@@ -183,13 +183,13 @@ def check_datasets(cfg, phases: Sequence[str]) -> None:
                          + '\nTo fix: ' + '\n        '.join(hints))
 
 
-def finish_distributed_run(runner=None) -> None:
+def finish_distributed_run(runner=None, exit_status: int = 0) -> None:
     """End a distributed worker (torchrun, slurm) once its work is done and saved.
 
     The runner's visualizer is closed (when no ``LoggerHook`` closed it already), the
     process group is destroyed, the interpreter's exit handlers run (``atexit``: the final
     flush of visualizer backends such as WandB and MLflow, of TensorBoard writers, and
-    ``logging``'s), and the worker exits at once with status 0 (``os._exit``) instead of
+    ``logging``'s), and the worker exits at once with ``exit_status`` (``os._exit``) instead of
     going through interpreter finalisation: with torch 2.13, mmengine 0.10.7 and gloo, rank 0
     aborted there about once in 13 CPU runs of ``tools/dist_train.sh`` ('terminate called
     without an active exception', SIGABRT, no Python frame on the stack, after the
@@ -209,7 +209,7 @@ def finish_distributed_run(runner=None) -> None:
     atexit._run_exitfuncs()  # what a normal exit runs before finalisation
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(exit_status)
 
 
 def load_config(args: argparse.Namespace):

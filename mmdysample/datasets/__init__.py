@@ -8,6 +8,7 @@ from .synthetic import (CATEGORIES, SEMANTIC_CLASSES, SEMANTIC_PALETTE, STUFF_CL
                         THING_CLASSES, Scene, SceneSpec, generate_synthetic_dataset,
                         panoptic_id_to_rgb, render_scene, rgb_to_panoptic_id)
 from .synthetic_ade20k import SyntheticADE20KDataset
+from .synthetic_nyu import NYUSceneSpec, generate_synthetic_nyu, render_nyu_scene  # noqa: F401
 
 __all__ = [
     'CATEGORIES', 'SEMANTIC_CLASSES', 'SEMANTIC_PALETTE', 'STUFF_CLASSES', 'THING_CLASSES',

@@ -13,10 +13,20 @@ per-user cache, one build per (Python, torch, instruction set) triple:
 * if the build fails (no compiler, no ninja, ...) a single :class:`RuntimeWarning` says why and
   every call takes the pure-PyTorch reference path.
 
+* concurrent processes (the ranks of a distributed job, parallel test workers) build once:
+  the build runs under an advisory file lock (``fcntl.flock``; ``msvcrt.locking`` on Windows)
+  that the operating system releases when its holder dies, so a build killed by SIGKILL or
+  preemption never blocks the next process. A process waits at most
+  ``MMDYSAMPLE_BUILD_TIMEOUT`` seconds (default 900) for another's build, then warns once and
+  takes the reference path. Lock files torch's builder leaves behind when killed are removed
+  by whoever holds the lock (no one else can be building then).
+
 Switches (checked on every call): the environment variable ``MMDYSAMPLE_FUSED=0`` (also
 ``false``/``off``/``no``) disables the fused kernel; so does :func:`use_fused` (``False``), as a
-plain call or as a context manager.
+plain call or as a context manager, for the calling thread.
 """
+import contextlib
+import contextvars
 import logging
 import os
 import platform
@@ -32,17 +42,22 @@ import torch
 
 __all__ = [
     'FUSED_ENV_VAR', 'use_fused', 'fused_enabled', 'load_extension', 'extension_available',
-    'extension_cache_dir', 'extension_name'
+    'extension_cache_dir', 'extension_name', 'build_lock', 'build_timeout_s',
+    'BuildLockTimeout', 'BUILD_TIMEOUT_ENV_VAR'
 ]
 
 FUSED_ENV_VAR = 'MMDYSAMPLE_FUSED'
 CACHE_ENV_VAR = 'MMDYSAMPLE_EXTENSIONS_DIR'
+BUILD_TIMEOUT_ENV_VAR = 'MMDYSAMPLE_BUILD_TIMEOUT'
+DEFAULT_BUILD_TIMEOUT_S = 900.0
+BUILD_LOCK_NAME = 'mmdysample-build.lock'  # ours (flock); torch's FileBaton uses 'lock'
 _FALSE_WORDS = ('0', 'false', 'off', 'no')
 SOURCE = Path(__file__).resolve().parent / 'csrc' / 'dysample_sampling.cpp'
 
 logger = logging.getLogger(__name__)
 
-_switch_on = True
+# per thread (and asyncio task), as torch.set_grad_enabled: a new thread starts enabled
+_switch_on = contextvars.ContextVar('mmdysample_use_fused', default=True)
 _lock = threading.Lock()
 _extension = None
 _load_error: Optional[BaseException] = None
@@ -58,8 +73,11 @@ class use_fused:  # noqa: N801  (used like a function, as torch.set_grad_enabled
         with mmdysample.ops.use_fused(False):  # reference path inside the block only
             y = upsampler(x)
 
-    The setting is process-wide (not per thread). ``use_fused(True)`` cannot override
-    ``MMDYSAMPLE_FUSED=0``; see :func:`fused_enabled`.
+    The setting belongs to the calling thread (a ``contextvars.ContextVar``, like
+    ``torch.set_grad_enabled``): threads entering and leaving their own blocks never see each
+    other's setting, and a new thread starts with the fused kernel on. ``use_fused(True)``
+    cannot override ``MMDYSAMPLE_FUSED=0``, which applies to the whole process; see
+    :func:`fused_enabled`.
 
     Args:
         enabled: ``True`` to use the fused kernel where supported, ``False`` for the
@@ -67,18 +85,16 @@ class use_fused:  # noqa: N801  (used like a function, as torch.set_grad_enabled
     """
 
     def __init__(self, enabled: bool):
-        global _switch_on
         if not isinstance(enabled, bool):
             raise TypeError(f'enabled must be True or False, got {enabled!r}')
-        self.previous = _switch_on
-        _switch_on = enabled
+        self.previous = _switch_on.get()
+        _switch_on.set(enabled)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        global _switch_on
-        _switch_on = self.previous
+        _switch_on.set(self.previous)
         return False
 
 
@@ -86,7 +102,7 @@ def fused_enabled() -> bool:
     """Whether the fused kernel may be used: :func:`use_fused` is on and the environment
     variable ``MMDYSAMPLE_FUSED`` is not ``0``/``false``/``off``/``no``."""
     env = os.environ.get(FUSED_ENV_VAR, '1').strip().lower()
-    return _switch_on and env not in _FALSE_WORDS
+    return _switch_on.get() and env not in _FALSE_WORDS
 
 
 def _simd_variant() -> str:
@@ -140,14 +156,65 @@ def _compiler() -> str:
     return os.environ.get('CXX') or ('cl' if os.name == 'nt' else 'c++')
 
 
-def _remove_stale_lock(build_dir: Path, max_age_s: float = 600.0) -> None:
-    """Delete a build lock left by a process killed mid-build (torch waits on it forever)."""
-    lock = build_dir / 'lock'
+def build_timeout_s() -> float:
+    """Seconds to wait for another process's build (``MMDYSAMPLE_BUILD_TIMEOUT``, default 900)."""
+    value = os.environ.get(BUILD_TIMEOUT_ENV_VAR, '').strip()
+    if not value:
+        return DEFAULT_BUILD_TIMEOUT_S
     try:
-        if time.time() - lock.stat().st_mtime > max_age_s:
-            lock.unlink()
-    except OSError:
-        pass
+        timeout = float(value)
+    except ValueError:
+        timeout = -1.0
+    if not timeout >= 0:
+        raise ValueError(f'{BUILD_TIMEOUT_ENV_VAR} must be a number of seconds >= 0, '
+                         f'got {value!r}')
+    return timeout
+
+
+class BuildLockTimeout(RuntimeError):
+    """Another process held the build lock for longer than ``MMDYSAMPLE_BUILD_TIMEOUT``."""
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive advisory lock on ``fd`` without blocking; ``False`` if held."""
+    if os.name == 'nt':
+        import msvcrt
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+@contextlib.contextmanager
+def build_lock(build_dir: Path, timeout_s: float, poll_s: float = 0.2):
+    """Hold the build lock of ``build_dir`` (released by the OS if this process dies).
+
+    Raises:
+        BuildLockTimeout: another process held it for ``timeout_s`` seconds.
+    """
+    fd = os.open(build_dir / BUILD_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline:
+                raise BuildLockTimeout(
+                    f'another process has been building the kernel in {build_dir} for over '
+                    f'{timeout_s:g} s ({BUILD_TIMEOUT_ENV_VAR} sets the wait)')
+            time.sleep(poll_s)
+        # Whoever holds our lock is the only builder, so a FileBaton 'lock' file of torch's
+        # builder left here is a dead process's: without this, torch waits on it forever.
+        with contextlib.suppress(FileNotFoundError):
+            (build_dir / 'lock').unlink()
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _build(verbose: bool):
@@ -158,7 +225,7 @@ def _build(verbose: bool):
                            'on PATH')
     build_dir = extension_cache_dir()
     build_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_lock(build_dir)
+    timeout_s = build_timeout_s()
     # ninja may live beside this interpreter (a venv's bin/) without being on PATH
     path = os.environ.get('PATH', '')
     extra = [os.path.dirname(sys.executable)]
@@ -169,13 +236,14 @@ def _build(verbose: bool):
         pass
     os.environ['PATH'] = os.pathsep.join(extra + [path])
     try:
-        return load(
-            name=extension_name(),
-            sources=[str(SOURCE)],
-            extra_cflags=_compile_flags(),
-            extra_ldflags=[] if os.name == 'nt' else _openmp_flags(),
-            build_directory=str(build_dir),
-            verbose=verbose)
+        with build_lock(build_dir, timeout_s):
+            return load(
+                name=extension_name(),
+                sources=[str(SOURCE)],
+                extra_cflags=_compile_flags(),
+                extra_ldflags=[] if os.name == 'nt' else _openmp_flags(),
+                build_directory=str(build_dir),
+                verbose=verbose)
     finally:
         os.environ['PATH'] = path
 

@@ -1,14 +1,27 @@
-"""Autograd wrapper and dispatch rule of the fused DySample sampling kernel."""
+"""The fused DySample sampling kernel as ``torch.library`` custom ops, and the dispatch rule
+between it and the reference path.
+
+Two operators (namespace ``mmdysample``), so that ``torch.compile`` and ``torch.export`` see the
+kernel as one opaque node with a known output shape instead of falling back:
+
+* ``mmdysample::dysample_sample(x, offset, scale_factor, groups) -> out``
+* ``mmdysample::dysample_sample_backward(grad_out, x, offset, scale_factor, groups,
+  need_x_grad, need_offset_grad) -> (grad_x, grad_offset)``
+
+Each has the C++ kernel for CPU tensors, the reference formulation (``F.grid_sample``) for any
+other device, and a fake (meta) implementation for tracing. Autograd is registered on the
+forward op; a double backward (``create_graph=True``) differentiates the reference formulation.
+"""
 import threading
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
-from ..functional import grid_sample_dysample as reference_dysample
 from .extension import fused_enabled, load_extension
+from .reference import grid_sample_dysample
 
 __all__ = [
-    'fused_dysample', 'fused_dysample_if_supported', 'fused_supported', 'reference_dysample'
+    'fused_dysample', 'fused_supported', 'sample_fused_or_reference', 'FUSED_DTYPES'
 ]
 
 FUSED_DTYPES = (torch.float32, torch.float64)
@@ -25,6 +38,101 @@ def _dense(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.contiguous()
 
 
+def _extension():
+    extension = load_extension()
+    if extension is None:
+        raise RuntimeError('the fused DySample CPU kernel is not available (see the warning '
+                           'issued when building it)')
+    return extension
+
+
+# ----------------------------------------------------------------------------- the ops
+
+@torch.library.custom_op('mmdysample::dysample_sample', mutates_args=())
+def _sample_op(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
+               groups: int) -> torch.Tensor:
+    """Reference formulation: every device without a kernel of its own."""
+    return grid_sample_dysample(x, offset, scale_factor, groups).contiguous()
+
+
+@_sample_op.register_kernel('cpu')
+def _sample_cpu(x, offset, scale_factor, groups):
+    extension = _extension()
+    return extension.forward(_dense(x), offset.contiguous(), scale_factor, groups,
+                             _unnormalize_rounding(extension, x.dtype))
+
+
+@_sample_op.register_fake
+def _sample_fake(x, offset, scale_factor, groups):
+    B, C, H, W = x.shape
+    return x.new_empty((B, C, scale_factor * H, scale_factor * W))
+
+
+@torch.library.custom_op('mmdysample::dysample_sample_backward', mutates_args=())
+def _sample_backward_op(grad_out: torch.Tensor, x: torch.Tensor, offset: torch.Tensor,
+                        scale_factor: int, groups: int, need_x_grad: bool,
+                        need_offset_grad: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Reference formulation's gradients (an empty tensor for a gradient not asked for)."""
+    x_ = x.detach().requires_grad_(need_x_grad)
+    offset_ = offset.detach().requires_grad_(need_offset_grad)
+    wanted = [t for t in (x_, offset_) if t.requires_grad]
+    with torch.enable_grad():
+        grads = iter(torch.autograd.grad(
+            grid_sample_dysample(x_, offset_, scale_factor, groups), wanted, grad_out))
+    grad_x = next(grads) if need_x_grad else x.new_empty(0)
+    grad_offset = next(grads) if need_offset_grad else offset.new_empty(0)
+    return grad_x, grad_offset
+
+
+@_sample_backward_op.register_kernel('cpu')
+def _sample_backward_cpu(grad_out, x, offset, scale_factor, groups, need_x_grad,
+                         need_offset_grad):
+    extension = _extension()
+    grad_x, grad_offset = extension.backward(
+        _dense(grad_out), _dense(x), offset.contiguous(), scale_factor, groups,
+        _unnormalize_rounding(extension, x.dtype), need_x_grad, need_offset_grad)
+    return (grad_x if need_x_grad else x.new_empty(0),
+            grad_offset if need_offset_grad else offset.new_empty(0))
+
+
+@_sample_backward_op.register_fake
+def _sample_backward_fake(grad_out, x, offset, scale_factor, groups, need_x_grad,
+                          need_offset_grad):
+    return (torch.empty_like(x) if need_x_grad else x.new_empty(0),
+            torch.empty_like(offset, memory_format=torch.contiguous_format)
+            if need_offset_grad else offset.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    x, offset, scale_factor, groups = inputs
+    ctx.save_for_backward(x, offset)
+    ctx.config = (scale_factor, groups)
+
+
+def _backward(ctx, grad_out):
+    x, offset = ctx.saved_tensors
+    scale_factor, groups = ctx.config
+    need_x, need_offset = ctx.needs_input_grad[:2]
+    if torch.is_grad_enabled():
+        # create_graph=True (double backward, e.g. a gradient penalty): the gradients must
+        # themselves be differentiable, so take them through the reference formulation
+        wanted = [t for t, need in ((x, need_x), (offset, need_offset)) if need]
+        grads = iter(torch.autograd.grad(
+            grid_sample_dysample(x, offset, scale_factor, groups), wanted, grad_out,
+            create_graph=True))
+        grad_x = next(grads) if need_x else None
+        grad_offset = next(grads) if need_offset else None
+        return grad_x, grad_offset, None, None
+    grad_x, grad_offset = _sample_backward_op(grad_out, x, offset, scale_factor, groups,
+                                              need_x, need_offset)
+    return grad_x if need_x else None, grad_offset if need_offset else None, None, None
+
+
+_sample_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------- rounding probe
+
 def _unnormalize_rounding(extension, dtype: torch.dtype) -> bool:
     """Whether this PyTorch build's ``grid_sample`` rounds its unnormalisation
     ``(g + 1) * size / 2 - 0.5`` once (a fused multiply-add, as its AVX2 kernels compiled with
@@ -38,7 +146,7 @@ def _unnormalize_rounding(extension, dtype: torch.dtype) -> bool:
         with _rounding_lock:
             if dtype not in _fused_unnormalize:
                 x, offset = rounding_probe(dtype)
-                reference = reference_dysample(x, offset, 4, 1)
+                reference = grid_sample_dysample(x, offset, 4, 1)
                 choice = True
                 for fused in (True, False):
                     if torch.equal(extension.forward(x, offset, 4, 1, fused), reference):
@@ -58,44 +166,21 @@ def rounding_probe(dtype: torch.dtype):
     return x, offset.to(dtype)
 
 
-class _FusedDySampleFunction(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, x, offset, scale_factor, groups, fused_unnormalize):
-        ctx.save_for_backward(x, offset)
-        ctx.config = (scale_factor, groups, fused_unnormalize)
-        return load_extension().forward(x, offset, scale_factor, groups, fused_unnormalize)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, offset = ctx.saved_tensors
-        scale_factor, groups, fused_unnormalize = ctx.config
-        need_x, need_offset = ctx.needs_input_grad[:2]
-        if torch.is_grad_enabled():
-            # create_graph=True (double backward, e.g. a gradient penalty): the gradients must
-            # themselves be differentiable, so take them through the reference formulation
-            wanted = [t for t, need in ((x, need_x), (offset, need_offset)) if need]
-            grads = iter(torch.autograd.grad(
-                reference_dysample(x, offset, scale_factor, groups), wanted, grad_out,
-                create_graph=True))
-            grad_x = next(grads) if need_x else None
-            grad_offset = next(grads) if need_offset else None
-            return grad_x, grad_offset, None, None, None
-        grad_x, grad_offset = load_extension().backward(
-            _dense(grad_out), x, offset, scale_factor, groups, fused_unnormalize, need_x,
-            need_offset)
-        return grad_x, grad_offset, None, None, None
-
+# ----------------------------------------------------------------------- dispatch
 
 def fused_supported(x: torch.Tensor, offset: torch.Tensor) -> bool:
     """Whether the fused kernel handles these inputs (it does not check the switches).
 
-    Supported: plain CPU tensors, both float32 or both float64, a ``H * W`` plane below 2**27
-    points. Everything else (CUDA, float16/bfloat16, mixed dtypes, tensor subclasses, tracing,
-    scripting, ``torch.compile``/``torch.export`` and ONNX export) takes the reference path.
+    Supported: CPU tensors, both float32 or both float64, a ``H * W`` plane below 2**27
+    points, in eager mode or under ``torch.compile`` (the custom op). Everything else
+    (CUDA, float16/bfloat16 tensors passed directly, mixed dtypes, tensor subclasses, vmap,
+    ``torch.jit`` tracing/scripting, ``torch.export`` and ONNX export, which need graphs of
+    standard operators) takes the reference path.
     """
-    if type(x) is not torch.Tensor or type(offset) not in (torch.Tensor, torch.nn.Parameter):
-        return False  # FakeTensor, functional tensors of export/compile, other subclasses
+    compiling = torch.compiler.is_compiling()  # dynamo/AOTAutograd FakeTensors: the op traces
+    if not compiling and not all(type(t) in (torch.Tensor, torch.nn.Parameter)
+                                 for t in (x, offset)):
+        return False  # functional tensors of jit/export, other subclasses
     if x.device.type != 'cpu' or offset.device.type != 'cpu':
         return False
     if x.dtype not in FUSED_DTYPES or offset.dtype != x.dtype:
@@ -104,10 +189,10 @@ def fused_supported(x: torch.Tensor, offset: torch.Tensor) -> bool:
         return False
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_exporting():
         return False
     is_wrapped = getattr(torch._C._functorch, 'is_functorch_wrapped_tensor', None)
-    if is_wrapped is not None and (is_wrapped(x) or is_wrapped(offset)):
+    if not compiling and is_wrapped is not None and (is_wrapped(x) or is_wrapped(offset)):
         return False  # vmap / grad transforms
     return True
 
@@ -129,21 +214,25 @@ def fused_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
     Raises:
         RuntimeError: if the extension cannot be built.
     """
-    extension = load_extension()
-    if extension is None:
-        raise RuntimeError('the fused DySample CPU kernel is not available (see the warning '
-                           'issued when building it)')
-    fused_unnormalize = _unnormalize_rounding(extension, x.dtype)
-    return _FusedDySampleFunction.apply(_dense(x), offset.contiguous(), int(scale_factor),
-                                        int(groups), fused_unnormalize)
+    _extension()  # raise here, not inside the op, when the kernel cannot be built
+    return _sample_op(_dense(x), offset.contiguous(), int(scale_factor), int(groups))
 
 
-def fused_dysample_if_supported(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
-                                groups: int) -> Optional[torch.Tensor]:
-    """:func:`fused_dysample` when enabled, supported and built; otherwise ``None`` (the caller
-    then runs the reference path). Arguments are assumed checked by the caller."""
-    if not fused_enabled() or not fused_supported(x, offset):
-        return None
-    if load_extension() is None:
-        return None
-    return fused_dysample(x, offset, scale_factor, groups)
+@torch.compiler.assume_constant_result
+def _fused_wanted_and_built() -> bool:
+    """The switches are on and the kernel is built (building it if needed). Under
+    ``torch.compile`` this is read once, when the graph is traced."""
+    return fused_enabled() and load_extension() is not None
+
+
+def sample_fused_or_reference(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
+                              groups: int) -> torch.Tensor:
+    """:func:`fused_dysample` when enabled, supported and built; otherwise the reference
+    path. ``x`` and ``offset`` share a float32/float64 dtype; arguments are not checked.
+
+    Under ``torch.compile`` the choice is made when the graph is traced: switching
+    :func:`use_fused` later does not change a compiled graph (``torch._dynamo.reset()`` does).
+    """
+    if fused_supported(x, offset) and _fused_wanted_and_built():
+        return fused_dysample(x, offset, scale_factor, groups)
+    return grid_sample_dysample(x, offset, scale_factor, groups)

@@ -6,7 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..functional import INIT_STYLES, check_bool, check_feature, check_positive_int, \
-    check_scale_factor, dysample, init_sampling_positions
+    check_scale_factor, check_size, dysample, dysample_to_size, init_sampling_positions, \
+    position_dtype
 from .builder import register_upsampler
 
 STYLES = ('lp', 'pl')
@@ -37,12 +38,20 @@ class DySample(nn.Module):
             has none; the authors' detection fork has one, so its checkpoints need this.
 
     Shape:
-        ``(B, C, H, W) -> (B, C, s*H, s*W)``.
+        ``(B, C, H, W) -> (B, C, s*H, s*W)``, or ``(B, C, *size)`` with ``forward(x, size)``:
+        any output size, sampled at ``F.interpolate(x, size, mode='bilinear',
+        align_corners=False)``'s positions plus the learned offsets (see
+        :func:`mmdysample.functional.dysample_to_size`).
+
+    Precision: sampling positions are computed and used in float32 (float64 for float64
+    inputs) whatever the dtype of ``x`` or of the module (bf16/fp16 weights, autocast); the
+    output has ``x``'s dtype.
 
     Parameters and buffers are named as in the authors' public module (``offset``,
     ``scope``, ``init_pos``), so its state dicts load with ``strict=True``.
     """
     requires_guide = False
+    accepts_size = True
 
     def __init__(self,
                  in_channels: int,
@@ -105,26 +114,51 @@ class DySample(nn.Module):
             if self.scope.bias is not None:
                 nn.init.zeros_(self.scope.bias)
 
-    def sampling_offsets(self, x: torch.Tensor) -> torch.Tensor:
-        """Sampling positions relative to the input pixel centres, in input pixels.
+    def learned_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """The learned part of the sampling offsets, in input pixels, scaled by the static or
+        dynamic scope, in float32 (float64 for float64 ``x``).
 
-        Returns ``(B, 2 * groups * s * s, H, W)``: the ``offset`` argument of
-        :func:`mmdysample.functional.dysample` (initial positions included).
+        Returns ``(B, 2 * groups * s * s, H, W)``, laid out as :func:`sampling_offsets`.
         """
         s = self.scale_factor
+        dtype = position_dtype(x)
         feat = F.pixel_shuffle(x, s) if self.style == 'pl' else x
-        offset = self.offset(feat)
+        offset = self.offset(feat).to(dtype)
         if self.dyscope:
-            offset = offset * (self.scope(feat).sigmoid() * (2 * self.scope_factor))
+            offset = offset * (self.scope(feat).to(dtype).sigmoid() * (2 * self.scope_factor))
         else:
             offset = offset * self.scope_factor
         if self.style == 'pl':
             offset = F.pixel_unshuffle(offset, s)
-        return offset + self.init_pos
+        return offset
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def initial_positions(self, dtype: torch.dtype) -> torch.Tensor:
+        """``init_pos`` in ``dtype``: the buffer itself, or recomputed when the module was cast
+        to a dtype that cannot hold it (e.g. 1/3 in bfloat16)."""
+        if self.init_pos.dtype == dtype or self.init_pos.dtype == torch.float64:
+            return self.init_pos.to(dtype)
+        return init_sampling_positions(self.scale_factor, self.groups, self.init, dtype=dtype,
+                                       device=self.init_pos.device)
+
+    def sampling_offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampling positions relative to the input pixel centres, in input pixels, in float32
+        (float64 for float64 ``x``).
+
+        Returns ``(B, 2 * groups * s * s, H, W)``: the ``offset`` argument of
+        :func:`mmdysample.functional.dysample` (initial positions included).
+        """
+        offset = self.learned_offsets(x)
+        return offset + self.initial_positions(offset.dtype)
+
+    def forward(self, x: torch.Tensor, size=None) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, C, s*H, s*W)``, or exactly ``size = (H_out, W_out)``."""
         check_feature(x, 'x', self.in_channels)
-        return dysample(x, self.sampling_offsets(x), self.scale_factor, self.groups)
+        s = self.scale_factor
+        if size is not None:
+            size = check_size(size)
+        if size is None or size == (s * x.shape[2], s * x.shape[3]):
+            return dysample(x, self.sampling_offsets(x), s, self.groups)
+        return dysample_to_size(x, self.learned_offsets(x), size, s, self.groups, self.init)
 
     def extra_repr(self):
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '

@@ -30,7 +30,7 @@ def test_twins_differ_only_in_the_upsampler(key, model):
     (base_name, base_path), (dy_name, dy_path) = model.configs.items()
     assert dy_name.startswith('DySample')
     baseline, dysample = _load(base_path), _load(dy_path)
-    head = 'decode_head' if key == 'segformer' else 'neck'
+    head = 'decode_head' if key in ('segformer', 'upernet') else 'neck'
     assert baseline.model[head].get('upsample_cfg') is None
     assert dysample.model[head].upsample_cfg == dict(type='DySample', style='lp', groups=4)
     baseline_dict, dysample_dict = baseline.to_dict(), dysample.to_dict()
@@ -107,6 +107,8 @@ def test_demo_driver_trains_both_twins_and_prints_the_table(tiny_data, tmp_path)
                  'segformer_mit-w16_dysample-lpg4_demo_synthetic-ade20k'):
         assert f'[{name}]' in output and 'Iter(train) [3/3]' in output
         assert osp.isfile(work / name / 'iter_3.pth')
+        # how the run ended, where tools/collect_results.py --table demo reads it
+        assert (work / name / 'run_table_exit_code').read_text() == '0\n'
     with open(work / 'demo_results.json') as f:
         results = json.load(f)
     assert [r['upsampler'] for r in results] == ['bilinear', 'DySample-LP-g4']

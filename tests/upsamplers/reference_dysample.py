@@ -22,6 +22,7 @@ Written from the paper and from the public module's documented layout, not from
   :func:`bilinear_sample_border_scalar` with plain Python floats.
 """
 import math
+from fractions import Fraction
 from typing import List, Sequence
 
 import torch
@@ -187,3 +188,42 @@ class ReferenceDySample(nn.Module):
                                      index_x.reshape(B * g, s * H, s * W),
                                      index_y.reshape(B * g, s * H, s * W))
         return out.reshape(B, C, s * H, s * W)
+
+
+def dysample_to_size_scalar_loop(x: torch.Tensor, offset: torch.Tensor, size, scale: int,
+                                 groups: int, init: str = 'bilinear') -> torch.Tensor:
+    """DySample to an exact ``size``, one output value at a time (tiny inputs only), from the
+    stated geometry with exact rational arithmetic: output point ``(Y, X)`` lies at
+    ``((X + 1/2) W / W_out, (Y + 1/2) H / H_out)`` in input pixels (pixel ``j`` spans
+    ``[j, j + 1)``); its base sampling index is that point minus 1/2 (``'bilinear'``) or the
+    index of the pixel it lies in (``'nearest'``); it adds the learned offset of the
+    ``1/s``-sub-pixel it lies in. ``offset``: ``(B, 2*g*s*s, H, W)`` learned offsets only
+    (no initial positions). Returns ``(B, C, H_out, W_out)`` float64.
+    """
+    B, C, H, W = x.shape
+    out_h, out_w = size
+    planes: List = x.double().tolist()
+    offsets: List = offset.double().tolist()
+    per_group = C // groups
+    out = torch.empty(B, C, out_h, out_w, dtype=torch.float64)
+
+    def locate(out_index, out_size, in_size):
+        point = (out_index + Fraction(1, 2)) * in_size / out_size  # in [0, in_size)
+        sub = min(math.floor(point * scale), scale * in_size - 1)
+        pixel, sub_index = divmod(sub, scale)
+        base = point - Fraction(1, 2) if init == 'bilinear' else min(math.floor(point),
+                                                                      in_size - 1)
+        return pixel, sub_index, float(base)
+
+    for out_row in range(out_h):
+        row, sub_row, base_y = locate(out_row, out_h, H)
+        for out_col in range(out_w):
+            col, sub_col, base_x = locate(out_col, out_w, W)
+            for n in range(B):
+                for channel in range(C):
+                    k = (channel // per_group) * scale * scale + sub_row * scale + sub_col
+                    dx = offsets[n][k][row][col]
+                    dy = offsets[n][groups * scale * scale + k][row][col]
+                    out[n, channel, out_row, out_col] = bilinear_sample_border_scalar(
+                        planes[n][channel], base_x + dx, base_y + dy)
+    return out

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from mmdysample.functional import (carafe, check_feature, check_scale_factor, dysample,
-                                   init_sampling_positions, sampling_grid)
+                                   dysample_to_size, init_sampling_positions, sampling_grid)
 
 from .reference_carafe import carafe_naive
-from .reference_dysample import dysample_scalar_loop, reference_init_pos
+from .reference_dysample import (dysample_scalar_loop, dysample_to_size_scalar_loop,
+                                 reference_init_pos)
 
 
 def random_offsets(batch, groups, scale, height, width, std, dtype=torch.float64):
@@ -255,6 +256,73 @@ def test_dysample_rejects_bad_input(call, exc, pattern):
         call()
 
 
+# --------------------------------------------------------------- dysample_to_size
+
+@pytest.mark.parametrize('init', ['bilinear', 'nearest'])
+@pytest.mark.parametrize('scale, groups, in_size, size', [
+    (2, 1, (3, 4), (7, 9)),   # odd: 2H + 1, 2W + 1
+    (2, 2, (4, 3), (5, 11)),  # non-integer ratios 1.25 and 3.67
+    (3, 1, (3, 5), (8, 4)),   # sizes below s * H, and a downsampled width
+])
+def test_dysample_to_size_matches_the_stated_geometry(init, scale, groups, in_size, size):
+    """Against a loop over output points in exact rational arithmetic; offsets of ~1 pixel
+    push points across the border."""
+    x = torch.randn(2, 2 * groups, *in_size, dtype=torch.float64)
+    offset = torch.randn(2, 2 * groups * scale * scale, *in_size, dtype=torch.float64)
+    out = dysample_to_size(x, offset, size, scale, groups, init)
+    assert out.shape == (2, 2 * groups, *size)
+    expected = dysample_to_size_scalar_loop(x, offset, size, scale, groups, init)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize('in_size, size', [
+    ((5, 7), (11, 15)),        # odd sizes
+    ((40, 23), (80, 45)),      # "upsample 40x23 to 80x45"
+    ((6, 9), (13, 20)),        # non-integer ratios
+    ((8, 8), (5, 12)),         # shrink one side
+    ((128, 168), (255, 335)),  # an FPN level to an odd size
+])
+def test_dysample_to_size_with_zero_offsets_is_interpolation(in_size, size):
+    """float64: F.interpolate's values to rounding. float32: both round the coordinates
+    differently, so each is compared with the float64 result, ours no further from it than
+    F.interpolate's own float32 result (or 1e-5). (float32 nearest: F.interpolate copies
+    values, while grid_sample's float32 coordinates of the pixel centres carry up to
+    ~W * 2**-24 pixel of rounding, hence the larger bound.)"""
+    x = torch.randn(1, 2, *in_size, dtype=torch.float64)
+    zero = torch.zeros(1, 2 * 2 * 4, *in_size, dtype=torch.float64)
+    for init, mode, kwargs in (('bilinear', 'bilinear', dict(align_corners=False)),
+                               ('nearest', 'nearest-exact', {})):
+        expected = F.interpolate(x, size=size, mode=mode, **kwargs)
+        torch.testing.assert_close(dysample_to_size(x, zero, size, 2, 2, init), expected,
+                                   atol=1e-10, rtol=0)
+        ours32 = dysample_to_size(x.float(), zero.float(), size, 2, 2, init)
+        theirs32 = F.interpolate(x.float(), size=size, mode=mode, **kwargs)
+        assert ours32.dtype == torch.float32
+        bound = max(1e-5 if init == 'bilinear' else 1e-4,
+                    (theirs32.double() - expected).abs().max().item())
+        assert (ours32.double() - expected).abs().max().item() <= bound
+
+
+def test_dysample_to_size_at_the_natural_size_is_dysample():
+    x = torch.randn(1, 8, 5, 7)
+    offset = torch.randn(1, 2 * 2 * 9, 5, 7)
+    for init in ('bilinear', 'nearest'):
+        expected = dysample(x, offset + init_sampling_positions(3, 2, init), 3, 2)
+        torch.testing.assert_close(dysample_to_size(x, offset, (15, 21), 3, 2, init), expected,
+                                   atol=0, rtol=0)
+
+
+@pytest.mark.parametrize('size', [(0, 3), (3, ), 5, (2.5, 3), (True, 3), '33', None])
+def test_dysample_to_size_rejects_bad_sizes(size):
+    with pytest.raises(ValueError, match=r'size must be a pair of positive integers'):
+        dysample_to_size(torch.zeros(1, 2, 3, 3), torch.zeros(1, 8, 3, 3), size, 2, 1)
+
+
+def test_dysample_to_size_rejects_bad_init():
+    with pytest.raises(ValueError, match=r"init must be one of \('bilinear', 'nearest'\)"):
+        dysample_to_size(torch.zeros(1, 2, 3, 3), torch.zeros(1, 8, 3, 3), (5, 5), 2, 1, 'x')
+
+
 # ------------------------------------------------------------------------ carafe
 
 @pytest.mark.parametrize('group_size', [1, 2])
@@ -310,3 +378,25 @@ def test_min_distance_to_kink_helper_sees_integer_positions():
     assert min_distance_to_kink(offset, 2, 1, 2, 2) == 0
     offset = init_sampling_positions(2, 1, dtype=torch.float64).expand(1, 8, 2, 2)
     assert math.isclose(min_distance_to_kink(offset, 2, 1, 2, 2), 0.25)
+
+
+@pytest.mark.parametrize('kwargs', [dict(), dict(up_group=2, up_kernel=3, encoder_kernel=1,
+                                                 encoder_dilation=2)])
+def test_carafe_layer_is_mmcv_carafepack_bit_for_bit(kwargs):
+    """The CARAFE layer (which imports no mmcv) initialises and normalises its kernels exactly
+    as mmcv's CARAFEPack: same RNG draws, same keys, same kernels."""
+    from mmcv.ops import CARAFEPack
+
+    from mmdysample.upsamplers import CARAFE
+    torch.manual_seed(3)
+    pack = CARAFEPack(16, 2, **kwargs)
+    torch.manual_seed(3)
+    layer = CARAFE(16, 2, **kwargs)
+    assert list(layer.state_dict()) == list(pack.state_dict())
+    for key, value in pack.state_dict().items():
+        torch.testing.assert_close(layer.state_dict()[key], value, atol=0, rtol=0)
+    x = torch.randn(1, 16, 5, 6)
+    with torch.no_grad():
+        theirs = pack.kernel_normalizer(pack.content_encoder(pack.channel_compressor(x)))
+        ours = layer.kernel_normalizer(layer.content_encoder(layer.channel_compressor(x)))
+    torch.testing.assert_close(ours, theirs, atol=0, rtol=0)

@@ -21,12 +21,14 @@ mmcv 2.1's ``MultiScaleDeformableAttention`` runs its CUDA kernel on GPU and
 ``multi_scale_deformable_attn_pytorch`` (``F.grid_sample``) on CPU. Module and parameter names
 follow the Monocular Depth Estimation Toolbox, so its DepthFormer checkpoints keep their keys.
 """
+import copy
 from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmcv.ops import MultiScaleDeformableAttention
+from mmdet.models.layers import positional_encoding as _mmdet_positional_encodings  # noqa
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
@@ -132,6 +134,9 @@ class HAHIHeteroNeck(BaseModule):
             ConvModule(self.out_channels[0] + embedding_dim, self.out_channels[0], 3,
                        padding=1, **conv))
 
+        # mmdet's encodings, whatever the default scope of the config (mmseg's)
+        positional_encoding = dict(copy.deepcopy(positional_encoding))
+        positional_encoding.setdefault('_scope_', 'mmdet')
         self.trans_positional_encoding = MMDET_MODELS.build(positional_encoding)
         self.conv_positional_encoding = MMDET_MODELS.build(positional_encoding)
         pos_channels = 2 * getattr(self.trans_positional_encoding, 'num_feats', -1)
