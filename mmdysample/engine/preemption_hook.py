@@ -89,10 +89,9 @@ class PreemptionCheckpointHook(Hook):
                       f'interrupted epoch)', logger='current', level=30)
             raise SystemExit(128 + signum)  # an epoch loop would finish its epoch first
         hook = checkpoint_hooks[0]
-        just_saved = bool(hook.keep_ckpt_ids) and hook.keep_ckpt_ids[-1] == step
-        just_saved = just_saved or str(getattr(hook, 'last_ckpt', None) or '').endswith(
-            hook.filename_tmpl.format(step))
-        if not just_saved:
+        # the CheckpointHook may have written this step's checkpoint right before
+        last = str(getattr(hook, 'last_ckpt', None) or '')
+        if not last.endswith(hook.filename_tmpl.format(step)):
             hook._save_checkpoint_with_step(runner, step, meta=dict(epoch=runner.epoch,
                                                                     iter=step))
         print_log(f'{name} received: checkpoint of iteration {step} written, training '
