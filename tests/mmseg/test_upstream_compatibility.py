@@ -11,6 +11,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmseg.models.decode_heads.fpn_head import FPNHead as UpstreamFPNHead
+from mmseg.models.decode_heads.maskformer_head import MaskFormerHead as UpstreamMaskFormerHead
 from mmseg.models.decode_heads.segformer_head import SegformerHead as UpstreamSegformerHead
 from mmseg.models.decode_heads.sep_aspp_head import \
     DepthwiseSeparableASPPHead as UpstreamASPPHead
@@ -19,7 +20,8 @@ from mmseg.models.necks.fpn import FPN as UpstreamFPN
 from mmseg.registry import MODELS
 
 import mmdysample  # noqa: F401
-from mmdysample.mmseg import FPN, DepthwiseSeparableASPPHead, FPNHead, SegformerHead, UPerHead
+from mmdysample.mmseg import (FPN, DepthwiseSeparableASPPHead, FPNHead, MaskFormerHead,
+                              SegformerHead, UPerHead)
 from mmdysample.upsamplers import DySample
 
 PAIRS = {
@@ -29,16 +31,18 @@ PAIRS = {
     'FPN': (FPN, UpstreamFPN),
     'FPNHead': (FPNHead, UpstreamFPNHead),
 }
-# what each subclass adds; the FPN neck already takes upstream's upsample_cfg
+# what each subclass adds; the FPN neck already takes upstream's upsample_cfg, the MaskFormer
+# head only gives a learned mmdet PixelDecoder its input projection
 NEW_KEYWORD_ONLY = {'SegformerHead': ['upsample_cfg'], 'UPerHead': ['upsample_cfg'],
                     'DepthwiseSeparableASPPHead': ['upsample_cfg'], 'FPN': [],
-                    'FPNHead': ['upsample_cfg']}
+                    'FPNHead': ['upsample_cfg'], 'MaskFormerHead': []}
+SIGNATURE_PAIRS = {**PAIRS, 'MaskFormerHead': (MaskFormerHead, UpstreamMaskFormerHead)}
 
 
-@pytest.mark.parametrize('name', list(PAIRS))
+@pytest.mark.parametrize('name', list(SIGNATURE_PAIRS))
 def test_signature_is_upstream_then_new_keyword_only_parameters(name):
     ours, upstream = (list(inspect.signature(cls.__init__).parameters.values())
-                      for cls in PAIRS[name])
+                      for cls in SIGNATURE_PAIRS[name])
     var_keyword = [p for p in upstream if p.kind is p.VAR_KEYWORD]
     fixed = [p for p in upstream if p.kind is not p.VAR_KEYWORD]
     # upstream's parameters, same names, kinds, defaults and order, first
@@ -84,9 +88,9 @@ def test_positional_arguments_mean_what_they_mean_upstream(name):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize('name', list(PAIRS))
+@pytest.mark.parametrize('name', list(SIGNATURE_PAIRS))
 def test_upstream_isinstance_checks_still_hold(name):
-    ours_cls, upstream_cls = PAIRS[name]
+    ours_cls, upstream_cls = SIGNATURE_PAIRS[name]
     assert issubclass(ours_cls, upstream_cls) and ours_cls.__name__ == upstream_cls.__name__
     assert MODELS.get(name) is ours_cls
 
