@@ -294,19 +294,25 @@ def head_pyramid(size, batch=2, channels=IN_CH, dtype=torch.float32):
                         dtype=dtype) for l, c in enumerate(channels)]
 
 
+def check_against_reference(head, size, align_corners, **tolerance):
+    """The head on a random pyramid against :func:`head_reference` with bilinear stages."""
+    feats = head_pyramid(size)
+    bilinear = lambda level, x, skip: F.interpolate(  # noqa: E731
+        x, size=skip.shape[-2:], mode='bilinear', align_corners=align_corners)
+    with torch.no_grad():
+        out = head(feats)
+        expected = head_reference(head, feats, bilinear)
+    torch.testing.assert_close(out, expected, **tolerance)
+    return feats, out
+
+
 @pytest.mark.parametrize('upsample_cfg', [None, dict(mode='bilinear'),
                                           dict(mode='bilinear', align_corners=True)])
 @pytest.mark.parametrize('size', [(32, 48), (27, 41)])
 def test_head_without_type_is_bilinear_align_corners_concat_convs(upsample_cfg, size):
     head = tiny_head(upsample_cfg=upsample_cfg)
-    feats = head_pyramid(size)
-    bilinear = lambda level, x, skip: F.interpolate(  # noqa: E731
-        x, size=skip.shape[-2:], mode='bilinear', align_corners=True)
-    with torch.no_grad():
-        out = head(feats)
-        expected = head_reference(head, feats, bilinear)
+    _, out = check_against_reference(head, size, align_corners=True, rtol=1e-5, atol=1e-6)
     assert head.upsamplers is None and out.shape == (2, 1, *size)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     assert out.min() >= head.min_depth
 
 
@@ -318,14 +324,8 @@ def test_head_with_dysample_runs_one_upsampler_per_stage_finest_first(size):
     for u in head.upsamplers:  # zero offsets: DySample samples at F.interpolate's positions
         nn.init.zeros_(u.offset.weight)
         nn.init.zeros_(u.offset.bias)
-    feats = head_pyramid(size)
-    half_pixel = lambda level, x, skip: F.interpolate(  # noqa: E731
-        x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
-    with torch.no_grad():
-        out = head(feats)
-        expected = head_reference(head, feats, half_pixel)
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
-    # each stage's own layer: perturb stage j's offsets, only its own call changes
+    feats, _ = check_against_reference(head, size, align_corners=False, rtol=1e-4, atol=1e-5)
+    # stage by stage, coarsest first: upsamplers[j] takes fused level j + 1 (its channels)
     calls = []
     for level, layer in enumerate(head.upsamplers):
         layer.register_forward_hook(
