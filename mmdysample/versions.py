@@ -91,7 +91,8 @@ def check_version(distribution: str, installed: Optional[str] = None) -> Optiona
         raise UnsupportedVersionError(
             f'mmdysample needs {_requirement(distribution)}, but {distribution} '
             f'{installed} is installed: install a supported version '
-            f'(pip install "{_requirement(distribution)}"; see docs/install.md)')
+            f'(pip install "{_requirement(distribution)}"; supported versions: '
+            f'docs/training.md)')
     return installed
 
 

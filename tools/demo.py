@@ -73,6 +73,12 @@ DEMO_MODELS: Dict[str, DemoModel] = {
             'DySample-LP-g4': 'configs/demo/segformer_mit-w16_dysample-lpg4_demo_synthetic-'
                               'ade20k.py',
         }, 'ade20k', 'mIoU', 'mIoU', 2, ('aAcc', )),
+    'upernet': DemoModel(
+        'UPerNet R18-w16', {
+            'bilinear': 'configs/demo/upernet_r18-w16_bilinear_demo_synthetic-ade20k.py',
+            'DySample-LP-g4': 'configs/demo/upernet_r18-w16_dysample-lpg4_demo_synthetic-'
+                              'ade20k.py',
+        }, 'ade20k', 'mIoU', 'mIoU', 2, ('aAcc', )),
     'mask-rcnn': DemoModel(
         'Mask R-CNN R18-w16 FPN', {
             'nearest': 'configs/demo/mask-rcnn_r18-w16_fpn-nearest_demo_synthetic-coco.py',

@@ -10,15 +10,16 @@ Importing this module re-registers mmdet's ``PanopticFPNHead`` name (``force=Tru
 :class:`UpsamplerPanopticFPNHead`, which without ``upsample_cfg`` is mmdet's head unchanged.
 """
 import copy
-import inspect
+from typing import Dict, Optional
 
 import torch
 from mmdet.models.layers import ConvUpsample
 from mmdet.models.seg_heads import PanopticFPNHead
 from mmdet.registry import MODELS
+from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from mmengine.model import ModuleList
 
-from ..upsamplers import build_upsampler
+from ..upsamplers import build_upsampler, upsample
 
 __all__ = ['UpsamplerConvUpsample', 'UpsamplerPanopticFPNHead']
 
@@ -28,10 +29,10 @@ class UpsamplerConvUpsample(ConvUpsample):
     ``num_upsample`` of them) with its upsamplings done by built upsamplers.
 
     Args:
-        *args, **kwargs: mmdet's ``ConvUpsample`` arguments (``in_channels``,
-            ``inner_channels``, ``num_layers``, ``num_upsample``, ``conv_cfg``, ``norm_cfg``,
-            ``init_cfg``, ConvModule kwargs).
-        upsample_cfg: cfg for :func:`~mmdysample.upsamplers.build_upsampler`, one upsampler
+        in_channels, inner_channels, num_layers, num_upsample, conv_cfg, norm_cfg, init_cfg,
+            **kwargs: mmdet's ``ConvUpsample`` arguments, in mmdet's order (``kwargs`` go to
+            its ConvModules).
+        upsample_cfg (keyword-only): cfg for :func:`~mmdysample.upsamplers.build_upsampler`, one upsampler
             per upsampling step, built at ``inner_channels``. ``None`` keeps mmdet's
             ``F.interpolate(scale_factor=2, mode='bilinear', align_corners=False)``;
             ``dict(mode='bilinear', align_corners=False)`` computes exactly that with
@@ -42,14 +43,24 @@ class UpsamplerConvUpsample(ConvUpsample):
     (B, inner_channels, 2**num_upsample * H, 2**num_upsample * W)``.
     """
 
-    def __init__(self, *args, upsample_cfg=None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self,
+                 in_channels,
+                 inner_channels,
+                 num_layers=1,
+                 num_upsample=None,
+                 conv_cfg=None,
+                 norm_cfg=None,
+                 init_cfg=None,
+                 *,
+                 upsample_cfg: Optional[Dict] = None,
+                 **kwargs):
+        super().__init__(in_channels, inner_channels, num_layers, num_upsample, conv_cfg,
+                         norm_cfg, init_cfg, **kwargs)
         self.upsamplers = None
         if upsample_cfg is not None:
-            inner_channels = self.conv[-1].out_channels
             self.upsamplers = ModuleList([
-                build_upsampler(upsample_cfg, inner_channels, 2)
-                for _ in range(self.num_upsample)
+                build_upsampler(upsample_cfg, inner_channels, 2,
+                                where='PanopticFPNHead branch') for _ in range(self.num_upsample)
             ])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +69,7 @@ class UpsamplerConvUpsample(ConvUpsample):
         for k, conv in enumerate(self.conv):
             x = conv(x)
             if k < self.num_upsample:
-                x = self.upsamplers[k](x)
+                x = upsample(self.upsamplers[k], x)
         return x
 
 
@@ -66,8 +77,10 @@ class UpsamplerPanopticFPNHead(PanopticFPNHead):
     """mmdet's ``PanopticFPNHead`` with an optional ``upsample_cfg`` for its branches.
 
     Args:
-        *args, **kwargs: mmdet's ``PanopticFPNHead`` arguments.
-        upsample_cfg: ``None`` (default) leaves the head exactly as mmdet builds it (same
+        num_things_classes, num_stuff_classes, in_channels, inner_channels, start_level,
+            end_level, conv_cfg, norm_cfg, loss_seg, init_cfg: mmdet's ``PanopticFPNHead``
+            arguments, in mmdet's order.
+        upsample_cfg (keyword-only): ``None`` (default) leaves the head exactly as mmdet builds it (same
             modules, state-dict keys and outputs). A cfg (e.g. ``dict(type='DySample')``)
             rebuilds each branch as :class:`UpsamplerConvUpsample` with that cfg: the
             branch for level ``i`` gets ``i`` upsamplers at ``inner_channels`` (6 for the
@@ -79,22 +92,33 @@ class UpsamplerPanopticFPNHead(PanopticFPNHead):
     Panoptic FPN), as for mmdet's head, whose branches are summed without resizing.
     """
 
-    def __init__(self, *args, upsample_cfg=None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self,
+                 num_things_classes: int = 80,
+                 num_stuff_classes: int = 53,
+                 in_channels: int = 256,
+                 inner_channels: int = 128,
+                 start_level: int = 0,
+                 end_level: int = 4,
+                 conv_cfg: OptConfigType = None,
+                 norm_cfg: ConfigType = dict(type='GN', num_groups=32, requires_grad=True),
+                 loss_seg: ConfigType = dict(
+                     type='CrossEntropyLoss', ignore_index=-1, loss_weight=1.0),
+                 init_cfg: OptMultiConfig = None,
+                 *,
+                 upsample_cfg: Optional[Dict] = None) -> None:
+        super().__init__(num_things_classes, num_stuff_classes, in_channels, inner_channels,
+                         start_level, end_level, conv_cfg, norm_cfg, loss_seg, init_cfg)
         self.upsample_cfg = copy.deepcopy(upsample_cfg)
         if upsample_cfg is None:
             return
-        head_args = inspect.signature(PanopticFPNHead.__init__).bind(self, *args, **kwargs)
-        head_args.apply_defaults()
-        in_channels = head_args.arguments['in_channels']
         self.conv_upsample_layers = ModuleList([
             UpsamplerConvUpsample(
                 in_channels,
-                self.inner_channels,
+                inner_channels,
                 num_layers=branch.num_layers,
                 num_upsample=branch.num_upsample,
-                conv_cfg=head_args.arguments['conv_cfg'],
-                norm_cfg=head_args.arguments['norm_cfg'],
+                conv_cfg=conv_cfg,
+                norm_cfg=norm_cfg,
                 upsample_cfg=upsample_cfg) for branch in self.conv_upsample_layers
         ])
 

@@ -53,7 +53,7 @@ class SegformerHead(MMSegSegformerHead):
     """
 
     def __init__(self,
-                 interpolate_mode: str = 'bilinear',
+                 interpolate_mode='bilinear',
                  *,
                  upsample_cfg: Optional[Dict] = None,
                  **kwargs):

@@ -15,3 +15,13 @@ def without_onednn_convolutions():
     """
     with torch.backends.mkldnn.flags(enabled=False):
         yield
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread per test, then the previous setting: the models here are tiny,
+    and on a busy 2-core machine extra OpenMP threads only spin-wait."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

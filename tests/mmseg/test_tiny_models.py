@@ -1,6 +1,8 @@
-"""Tiny SegFormer and MaskFormer with DySample: one train step and one predict step.
+"""Tiny SegFormer, MaskFormer, UPerNet, DeepLabV3+ and Semantic FPN with DySample: one train
+step and one predict step.
 
-The models come from the repository's DySample configs, shrunk (tiny backbone, few channels
+The models come from the repository's DySample configs, shrunk (tiny backbone: MiT, Swin or
+a ResNet-18 of width 8; few channels
 and queries, BN instead of SyncBN, no pretrained weights) and fed hand-made SegDataSample
 batches of synthetic 56-88 px images.
 """
@@ -78,16 +80,50 @@ def tiny_maskformer():
     return MODELS.build(model)
 
 
+def tiny_resnet_family(folder, name):
+    """A UPerNet / DeepLabV3+ / Semantic FPN DySample config with a ResNet-18 of width 8."""
+    model = Config.fromfile(CONFIGS / folder / f'{name}.py').model
+    bn = dict(type='BN', requires_grad=True)
+    model.data_preprocessor.size = (64, 64)
+    model.backbone.update(depth=18, stem_channels=8, base_channels=8, norm_cfg=bn,
+                          init_cfg=None)
+    model.pretrained = None
+    widths = [8, 16, 32, 64]  # ResNet-18 of base width 8: stages 8, 16, 32, 64
+    head = model.decode_head
+    head.update(num_classes=NUM_CLASSES, norm_cfg=bn)
+    if folder == 'deeplabv3plus':
+        head.update(in_channels=64, channels=16, c1_in_channels=8, c1_channels=4)
+    elif folder == 'upernet':
+        head.update(in_channels=widths, channels=16)
+    else:
+        model.neck.update(in_channels=widths, out_channels=16)
+        head.update(in_channels=[16] * 4, channels=8)
+    if model.get('auxiliary_head'):
+        model.auxiliary_head.update(in_channels=32, channels=8, num_classes=NUM_CLASSES,
+                                    norm_cfg=bn)
+    return MODELS.build(model)
+
+
 def upsamplers_of(model):
     head = model.decode_head
-    return list(getattr(head, 'pixel_decoder', head).upsamplers)
+    found = list(getattr(head, 'pixel_decoder', head).upsamplers)
+    if getattr(model, 'neck', None) is not None:
+        found = list(model.neck.upsamplers) + found
+    return found
 
 
 @pytest.mark.parametrize('build, upsampler, num_upsamplers', [
     (partial(tiny_segformer, 'dysample'), ('lp', 4, False), 6),
     (partial(tiny_segformer, 'dysample-s-plus'), ('pl', 8, True), 6),
     (tiny_maskformer, ('pl', 8, True), 3),
-], ids=['segformer-dysample', 'segformer-dysample-s-plus', 'maskformer-dysample-s-plus'])
+    (partial(tiny_resnet_family, 'upernet', 'upernet_r50_dysample_4xb4-160k_ade20k-512x512'),
+     ('lp', 4, False), 9),
+    (partial(tiny_resnet_family, 'deeplabv3plus',
+             'deeplabv3plus_r50-d8_dysample_4xb4-160k_ade20k-512x512'), ('lp', 4, False), 1),
+    (partial(tiny_resnet_family, 'sem_fpn', 'fpn_r50_fpn-dysample_4xb4-160k_ade20k-512x512'),
+     ('lp', 4, False), 9),
+], ids=['segformer-dysample', 'segformer-dysample-s-plus', 'maskformer-dysample-s-plus',
+        'upernet-dysample', 'deeplabv3plus-dysample', 'sem-fpn-dysample'])
 def test_train_step_and_predict_step(build, upsampler, num_upsamplers):
     register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
