@@ -43,9 +43,13 @@ test: install
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
-# Upsampler latency / memory / FLOPs table and plots (work_dirs/benchmark/). BENCH_ARGS="..."
+# Latency / peak memory / FLOPs of every registered upsampler against bilinear, at the two sizes
+# and thread counts of the performance targets, with the plots (work_dirs/benchmark/).
+# Other runs: make bench BENCH_ARGS="models" (training step of whole models), or any
+# `tools/benchmark.py layers|models` options.
+BENCH_ARGS ?= layers --sizes 1x256x64x64 2x256x128x128 --threads 1 2 --compare-reference
 bench: install
-	$(PY) tools/benchmark.py $(BENCH_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -7,7 +7,7 @@
 
    * parameters: every parameter element of the model;
    * FLOPs: mmengine's ``FlopAnalyzer`` on the tensor-mode forward (backbone, neck/head,
-     no post-processing), with the handlers of :func:`mmdysample.analysis.flop_handlers`
+     no post-processing), with the handlers of :func:`mmdysample.flops.flop_handlers`
      (one multiply-add = one FLOP, as mmcv/mmseg's ``get_flops`` report).
 
    Each row shows its delta to the ``--baseline`` config (default: the bilinear SegFormer-B1)
@@ -20,7 +20,7 @@
    (random uint8 images, random labels; random boxes for detectors). Both models are timed
    in the same process, interleaved round by round (``--warmup`` untimed steps, then
    ``--repeats`` rounds; median and quartiles), and the peak memory of one step is measured
-   with :func:`mmdysample.analysis.peak_memory_bytes` (CUDA: ``max_memory_allocated``; CPU:
+   with :func:`tool_helpers.peak_memory_bytes` (CUDA: ``max_memory_allocated``; CPU:
    the allocator's events through ``torch.profiler``, memory held before the step, i.e. the
    model and optimizer state, excluded). SyncBN layers are turned into BatchNorm on CPU.
 
@@ -37,16 +37,22 @@ import argparse
 import glob
 import json
 import os
-import re
 import sys
 import time
 from typing import Any, Dict, List, Optional
 
 import torch
+import torch.nn as nn
 
-from mmdysample.analysis import PAPER_SEGFORMER_B1, build_model, count_flops, \
-    count_parameters, model_input, peak_memory_bytes, random_training_batch, \
-    summarize_times, time_per_call
+TOOLS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TOOLS_DIR not in sys.path:  # loaded by path rather than run as a script
+    sys.path.append(TOOLS_DIR)
+import paper_tables  # noqa: E402
+import tool_helpers  # noqa: E402
+from tool_helpers import build_model, count_parameters, peak_memory_bytes, \
+    summarize_times, time_per_call  # noqa: E402
+
+from mmdysample.flops import count_flops  # noqa: E402
 
 SEGFORMER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              'configs', 'segformer')
@@ -56,24 +62,111 @@ DEFAULT_TRAIN_PAIR = [
     DEFAULT_BASELINE,
     os.path.join(SEGFORMER_DIR, 'segformer_mit-b1_dysample_8xb2-160k_ade20k-512x512.py')
 ]
-#: upsampler token of a SegFormer-B1 config file name -> row of the paper's Table 4
-TABLE4_TOKENS = {
-    'bilinear': 'Bilinear',
-    'deconv': 'Deconv',
-    'pixelshuffle': 'PixelShuffle',
-    'carafe': 'CARAFE',
-    'dysample-s': 'DySample-S',
-    'dysample-s-plus': 'DySample-S+',
-    'dysample': 'DySample',
-    'dysample-plus': 'DySample+',
-}
-_SEGFORMER_B1_NAME = re.compile(r'^segformer_mit-b1_(.+?)_8xb2')
+
+
+
+def model_input(model: nn.Module, height: int, width: int, batch: int = 1) -> torch.Tensor:
+    """A random input batch for ``model``'s tensor-mode forward (channels from its data
+    preprocessor's mean, 3 by default), on the model's device."""
+    channels = 3
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    mean = getattr(preprocessor, 'mean', None)
+    if isinstance(mean, torch.Tensor) and mean.numel() > 0:
+        channels = mean.numel()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, channels, height, width, generator=generator).to(device)
+
+
+def _random_seg_samples(batch: int, height: int, width: int, num_classes: int,
+                        generator: torch.Generator):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=torch.randint(
+            0, num_classes, (1, height, width), generator=generator))
+        sample.set_metainfo(dict(img_shape=(height, width), ori_shape=(height, width),
+                                 pad_shape=(height, width)))
+        samples.append(sample)
+    return samples
+
+
+def _random_det_samples(batch: int, height: int, width: int, num_classes: int,
+                        generator: torch.Generator, with_masks: bool):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    samples = []
+    for _ in range(batch):
+        num = 4
+        corner = torch.rand(num, 2, generator=generator) * torch.tensor([width, height]) * 0.6
+        size = (torch.rand(num, 2, generator=generator) * 0.3 + 0.1) * torch.tensor(
+            [width, height])
+        instances = InstanceData()
+        instances.bboxes = torch.cat([corner, corner + size], dim=1)
+        instances.labels = torch.randint(0, num_classes, (num, ), generator=generator)
+        if with_masks:
+            masks = torch.zeros(num, height, width, dtype=torch.uint8)
+            for i, (x0, y0, x1, y1) in enumerate(instances.bboxes.round().long().tolist()):
+                masks[i, y0:y1, x0:x1] = 1
+            instances.masks = BitmapMasks(masks.numpy(), height, width)
+        sample = DetDataSample()
+        sample.gt_instances = instances
+        sample.set_metainfo(dict(img_shape=(height, width), ori_shape=(height, width),
+                                 pad_shape=(height, width), batch_input_shape=(height, width),
+                                 scale_factor=(1.0, 1.0)))
+        samples.append(sample)
+    return samples
+
+
+def random_training_batch(model: nn.Module, height: int, width: int, batch: int = 2,
+                          seed: int = 0) -> Dict[str, Any]:
+    """A ``{'inputs': [...], 'data_samples': [...]}`` batch of random uint8 images and
+    random labels for ``model.train_step``: semantic maps for mmseg segmentors, 4 random
+    boxes (and box masks if the model has a mask head) per image for mmdet detectors."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8)
+              for _ in range(batch)]
+    module_name = type(model).__module__
+    if module_name.startswith('mmseg'):
+        num_classes = model.decode_head.num_classes
+        samples = _random_seg_samples(batch, height, width, num_classes, generator)
+    elif module_name.startswith('mmdet'):
+        roi_head = getattr(model, 'roi_head', None)
+        bbox_head = getattr(roi_head, 'bbox_head', None) or getattr(model, 'bbox_head', None)
+        num_classes = getattr(bbox_head, 'num_classes', 1)
+        with_masks = bool(getattr(roi_head, 'with_mask', False))
+        samples = _random_det_samples(batch, height, width, num_classes, generator, with_masks)
+    else:
+        raise ValueError(f'random_training_batch supports mmseg segmentors and mmdet '
+                         f'detectors, got {type(model).__name__} from {module_name}')
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def table4_rows_by_config() -> Dict[str, Any]:
+    """The paper's Table 4 rows (:mod:`paper_tables`, from the metafiles) by the absolute
+    path of their config."""
+    return {os.path.join(tool_helpers.REPO_ROOT, row.config): row
+            for row in paper_tables.get_table('4').rows}
 
 
 def paper_row(config_path: str) -> Optional[str]:
-    """The Table 4 row of a SegFormer-B1 config file, from its name; ``None`` if none."""
-    match = _SEGFORMER_B1_NAME.match(os.path.basename(config_path))
-    return TABLE4_TOKENS.get(match.group(1)) if match else None
+    """The label of the Table 4 row a config file reproduces; ``None`` if none."""
+    row = table4_rows_by_config().get(os.path.abspath(config_path))
+    return row.label if row is not None else None
+
+
+def paper_numbers(label: str) -> Optional[Dict[str, Any]]:
+    """The paper's Table 4 params, FLOPs (G) and mIoU of the row ``label``."""
+    for row in paper_tables.get_table('4').rows:
+        if row.label == label:
+            return dict(params=row.params, flops=f'{row.flops}G' if row.flops else None,
+                        miou=row.metrics.get('mIoU'), biou=row.metrics.get('bIoU'))
+    return None
 
 
 def config_label(config_path: str) -> str:
@@ -98,8 +191,7 @@ def add_deltas(rows: List[Dict[str, Any]], baseline: Dict[str, Any]) -> None:
     for row in rows:
         row['delta_params'] = row['params'] - baseline['params']
         row['delta_flops'] = row['flops'] - baseline['flops']
-        paper = PAPER_SEGFORMER_B1.get(row['paper_row']) if row['paper_row'] else None
-        row['paper'] = dict(paper) if paper else None
+        row['paper'] = paper_numbers(row['paper_row']) if row['paper_row'] else None
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,42 +1,49 @@
 #!/usr/bin/env python
-"""Benchmark every registered upsampler: latency, training latency, peak memory, params, FLOPs.
+"""Benchmark the upsamplers (``layers``) and whole models with DySample (``models``).
 
-Default input: the paper's (Sec. 3.4) random ``1 x 256 x 64 x 64`` feature, upsampled x2.
-Upsamplers: nearest and bilinear interpolation, then every layer registered with
-:func:`mmdysample.upsamplers.register_upsampler` that needs no guidance map (Deconv,
-PixelShuffle, CARAFE, DySample, DySample+, DySample-S, DySample-S+ at the time of writing),
-each with its paper default settings.
-
-Measurements, all in one process so that ratios against bilinear are meaningful:
+``layers``: every upsampler registered with :func:`mmdysample.upsamplers.register_upsampler`
+(read from :func:`~mmdysample.upsamplers.registered_upsamplers`, so a new layer is benchmarked
+without changing this file), plus nearest and bilinear interpolation, each with its paper
+default settings. Guided upsamplers (class attribute ``requires_guide = True``) get a random
+guide feature at the output size, with the input's channels. For each input size
+(``--sizes BxCxHxW ...``) and each thread count (``--threads N ...``), in one process:
 
 * forward latency (``torch.no_grad``) and forward+backward latency (gradients of the
-  parameters and of the input, as inside a network, from a fixed random output gradient);
-  ``--warmup`` calls first (the last one timed, to choose ``--iters``), then ``--repeats``
-  rounds. Each round times every upsampler in turn (interleaved, so a burst of load from
-  other processes hits all of them alike), each for ``--iters`` back-to-back calls (default:
-  as many as fill ~50 ms, at least 1). Reported: the median over rounds of the per-call
-  mean, with the quartiles and min/max. Ratios to bilinear are ratios of these medians.
-* peak memory of one forward and one forward+backward:
-  :func:`mmdysample.analysis.peak_memory_bytes` (CUDA: ``max_memory_allocated``; CPU: the
-  CPU allocator's own accounting read through ``torch.profiler(profile_memory=True)``;
-  memory held before the call, like the input and the parameters, is not included).
-* parameters, and FLOPs (multiply-adds) of one forward from mmengine's ``FlopAnalyzer``
-  with the handlers of :func:`mmdysample.analysis.flop_handlers` (grid_sample: 4 per output
-  element; CARAFE's reassembly einsum: exact; pixel shuffle and unfold: 0; elementwise
-  arithmetic not counted).
+  parameters, of the input and of the guide, as inside a network, from a fixed random output
+  gradient). ``--warmup`` calls first (the last one timed, to choose ``--iters``), then
+  ``--repeats`` rounds; each round times every upsampler in turn (interleaved, so a burst of
+  load from other processes hits all of them alike), each for ``--iters`` back-to-back calls
+  (default: as many as fill ~50 ms). Reported: the median over rounds of the per-call time,
+  with its quartiles, and the ratio to bilinear: the median over rounds of the ratio within
+  each round.
+* peak memory of one forward and of one forward+backward (:func:`tool_helpers.peak_memory_bytes`:
+  CUDA ``max_memory_allocated``; CPU the allocator's own events read through
+  ``torch.profiler(profile_memory=True)``; memory held before the call, like the input and the
+  parameters, is not included), and its ratio to bilinear's.
+* parameters, and FLOPs of one forward (:func:`mmdysample.flops.count_flops`: mmengine's
+  ``FlopAnalyzer`` with handlers for grid_sample, CARAFE-style einsum reassembly, pixel shuffle
+  and unfold; one multiply-add = one FLOP, elementwise arithmetic not counted).
 
-Outputs (in ``--out-dir``): ``benchmark.md`` (the table, also printed), ``benchmark.json``,
-``latency.png`` (bar chart) and ``latency_vs_miou.png`` (the paper's Fig. 1 style: latency
-here vs the SegFormer-B1 mIoU of the paper's Table 4).
+``--compare-reference`` times the DySample variants a second time with the fused CPU kernel
+switched off (``mmdysample.ops.use_fused(False)``) and adds the speed-up; ``--components``
+adds the parts of a DySample layer: the sampling op alone on precomputed offsets and the
+offset branch alone. Outputs (``--out-dir``): ``benchmark.md`` (also printed),
+``benchmark.json``, and for the first size and thread count ``latency.png`` and
+``latency_vs_miou.png`` (the paper's Fig. 1 style: latency here vs the SegFormer-B1 mIoU of
+the paper's Table 4).
 
-``--compare-reference`` times the DySample variants a second time with the fused kernel of
-:mod:`mmdysample.ops` switched off (``use_fused(False)``) and prints fused-vs-reference ratios.
+``models``: one training step (forward with losses, backward, SGD) of Faster R-CNN R50-FPN
+and SegFormer-B1 with DySample against their nearest / bilinear twins (same weights wherever
+the two have the same parameters), interleaved rounds, median ratio to the twin; DySample
+with the fused kernel and with the reference path.
 
-Example::
+Examples::
 
-    python tools/benchmark.py                       # paper setting, CPU
-    python tools/benchmark.py --device cuda --batch 4 --dtype float16
-    python tools/benchmark.py --size 32 48 --channels 64 --upsamplers Bilinear DySample
+    python tools/benchmark.py                               # = layers: 1x256x64x64, x2
+    python tools/benchmark.py layers --sizes 1x256x64x64 2x256x128x128 --threads 1 2
+    python tools/benchmark.py layers --upsamplers Bilinear DySample DySample+ --compare-reference
+    python tools/benchmark.py layers --device cuda --sizes 4x256x64x64 --dtype float16
+    python tools/benchmark.py models --repeats 12
 """
 import argparse
 import contextlib
@@ -44,17 +51,23 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-import mmdysample
-from mmdysample.analysis import PAPER_SEGFORMER_B1, count_flops, count_parameters, \
-    peak_memory_bytes, summarize_times, time_per_call
-from mmdysample.upsamplers import DySample, build_upsampler, registered_upsamplers
-from mmengine.registry import MODELS
+TOOLS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TOOLS_DIR not in sys.path:  # loaded by path rather than run as a script
+    sys.path.append(TOOLS_DIR)
+import tool_helpers  # noqa: E402
+
+mmdysample = tool_helpers.import_mmdysample()
+from mmengine.registry import MODELS  # noqa: E402
+
+from mmdysample.flops import count_flops  # noqa: E402
+from mmdysample.upsamplers import DySample, build_upsampler, registered_upsamplers  # noqa: E402
 
 DTYPES = {
     'float32': torch.float32,
@@ -62,243 +75,270 @@ DTYPES = {
     'float16': torch.float16,
     'bfloat16': torch.bfloat16,
 }
+PAPER_SIZE = '1x256x64x64'  # Sec. 3.4 of the paper
 REFERENCE_SUFFIX = ' [reference]'
 TARGET_REPEAT_SECONDS = 0.05
 MAX_AUTO_ITERS = 200
 
 
+# ---------------------------------------------------------------------------------------
+# what is benchmarked
+# ---------------------------------------------------------------------------------------
 def default_upsamplers() -> List[Tuple[str, dict]]:
-    """``(label, cfg)`` of every upsampler to benchmark, with its paper settings."""
+    """``(label, cfg)`` of every upsampler to benchmark, with its paper settings: nearest and
+    bilinear interpolation, then every registered upsampler but ``Interpolate``."""
     entries = [('Nearest', dict(type='Interpolate', mode='nearest')),
                ('Bilinear', dict(type='Interpolate', mode='bilinear', align_corners=False))]
-    for name in registered_upsamplers():
-        if name == 'Interpolate':
-            continue
-        if getattr(MODELS.get(name), 'requires_guide', False):
-            continue  # guided upsamplers need a guidance map: not part of this benchmark
-        entries.append((name, dict(type=name)))
+    entries += [(name, dict(type=name)) for name in registered_upsamplers()
+                if name != 'Interpolate']
     return entries
 
 
-def skipped_guided_upsamplers() -> List[str]:
-    return [name for name in registered_upsamplers()
-            if getattr(MODELS.get(name), 'requires_guide', False)]
+def requires_guide(cfg: dict) -> bool:
+    return bool(getattr(MODELS.get(cfg['type']), 'requires_guide', False))
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Benchmark the upsamplers (latency, memory, params, FLOPs).',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--size', type=int, nargs='+', default=[64],
-                        help='input height and width (one value: square)')
-    parser.add_argument('--batch', type=int, default=1, help='batch size')
-    parser.add_argument('--channels', type=int, default=256, help='input channels')
-    parser.add_argument('--scale', type=int, default=2, help='upsampling ratio')
-    parser.add_argument('--dtype', default='float32', choices=sorted(DTYPES))
-    parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch.set_num_threads (default: torch\'s own choice)')
-    parser.add_argument('--iters', type=int, default=None,
-                        help='calls per timed round (default: enough to fill ~50 ms)')
-    parser.add_argument('--warmup', type=int, default=2,
-                        help='untimed calls first (the last one also sets the auto --iters)')
-    parser.add_argument('--repeats', type=int, default=5, help='timed rounds')
-    parser.add_argument('--upsamplers', nargs='+', default=None,
-                        help='labels to benchmark (default: all); Bilinear is the '
-                        'reference of the ratios')
-    parser.add_argument('--compare-reference', action='store_true',
-                        help='also time DySample variants with the fused kernel off')
-    parser.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
-    parser.add_argument('--out-dir', default='work_dirs/benchmark', help='output folder')
-    args = parser.parse_args(argv)
+def is_dysample(cfg: dict) -> bool:
+    return issubclass(MODELS.get(cfg['type']), DySample)
 
-    if len(args.size) not in (1, 2):
-        parser.error(f'--size takes one or two integers (H [W]), got {args.size}')
-    for name in ('batch', 'channels', 'warmup', 'repeats'):
-        minimum = 0 if name == 'warmup' else 1
-        if getattr(args, name) < minimum:
-            parser.error(f'--{name} must be >= {minimum}, got {getattr(args, name)}')
-    if min(args.size) < 1:
-        parser.error(f'--size must be positive, got {args.size}')
-    if args.iters is not None and args.iters < 1:
-        parser.error(f'--iters must be >= 1, got {args.iters}')
-    if args.threads is not None and args.threads < 1:
-        parser.error(f'--threads must be >= 1, got {args.threads}')
+
+def paper_table4() -> Dict[str, Any]:
+    """The rows of the paper's Table 4 (SegFormer-B1, ADE20K) by upsampler label, from the
+    metafiles (:mod:`paper_tables`)."""
+    import paper_tables
+    return {row.label: row for row in paper_tables.get_table('4').rows}
+
+
+def parse_size(text: str) -> Tuple[int, int, int, int]:
     try:
-        args.device = torch.device(args.device)
-    except RuntimeError as error:
-        parser.error(f'--device: {error}')
-    if args.device.type not in ('cpu', 'cuda'):
-        parser.error(f"--device must be 'cpu' or 'cuda[:N]', got {args.device}")
-    if args.device.type == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda requested but CUDA is not available')
-    known = [label for label, _ in default_upsamplers()]
-    if args.upsamplers:
-        unknown = [u for u in args.upsamplers if u not in known]
-        if unknown:
-            parser.error(f'unknown --upsamplers {unknown}; choose from {known}')
-    return args
+        dims = tuple(int(v) for v in text.lower().split('x'))
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f'a size is BxCxHxW with positive integers (e.g. '
+                                         f'{PAPER_SIZE}), got {text!r}')
+    return dims
 
 
 # ---------------------------------------------------------------------------------------
 # fused kernel switch
 # ---------------------------------------------------------------------------------------
-def fused_kernel_switch() -> Optional[Callable[[bool], Any]]:
-    """``mmdysample.ops.use_fused`` when the fused-kernel module exists, else ``None``."""
-    try:
-        from mmdysample import ops
-    except ImportError:
-        return None
-    return getattr(ops, 'use_fused', None)
-
-
-def fused_kernel_state() -> Dict[str, Any]:
+def fused_kernel_state() -> Dict[str, bool]:
     """Whether DySample runs the fused CPU kernel in this process (switch, environment
     variable and a successful build all needed)."""
-    try:
-        from mmdysample import ops
-    except ImportError:
-        return dict(available=False, enabled=False)
+    from mmdysample import ops
     enabled = bool(ops.fused_enabled())
     # checking availability builds the kernel if needed: only worth it when it is enabled
     return dict(enabled=enabled, available=bool(ops.extension_available()) if enabled else False)
 
 
-@contextlib.contextmanager
-def fused_kernel(enabled: bool):
-    """Run the block with the fused DySample kernel on or off (``use_fused`` as a context
-    manager: the previous setting comes back after)."""
-    use_fused = fused_kernel_switch()
-    if use_fused is None:
-        raise RuntimeError('mmdysample.ops.use_fused is not available')
-    with use_fused(enabled):
-        yield
+def fused_kernel(enabled: Optional[bool]):
+    """Context: the fused DySample kernel on or off (``None``: as it is)."""
+    if enabled is None:
+        return contextlib.nullcontext()
+    from mmdysample.ops import use_fused
+    return use_fused(enabled)
 
 
 # ---------------------------------------------------------------------------------------
-# measurement
+# layers
 # ---------------------------------------------------------------------------------------
-class Candidate:
-    """One upsampler on the benchmark input, with its forward and training-step closures."""
+class Case:
+    """One thing to time on the benchmark input: a forward closure and a forward+backward
+    closure, built from an upsampler config (or given, for the components)."""
 
-    def __init__(self, label: str, cfg: dict, args, fused: Optional[bool] = None):
-        self.label = label
-        self.cfg = cfg
-        self.fused = fused
+    def __init__(self, label: str, size, scale: int, dtype, device, cfg: Optional[dict] = None,
+                 fused: Optional[bool] = None, calls: Optional[Tuple[Callable, Callable]] = None):
+        self.label, self.cfg, self.fused = label, cfg, fused
         self.error: Optional[str] = None
-        height, width = args.size if len(args.size) == 2 else args.size * 2
-        dtype, device = DTYPES[args.dtype], args.device
+        self.model: Optional[torch.nn.Module] = None
+        self.guided = cfg is not None and requires_guide(cfg)
+        batch, channels, height, width = size
         generator = torch.Generator().manual_seed(0)
-        self.model = build_upsampler(cfg, args.channels, args.scale).to(device, dtype)
-        self.input = torch.randn(args.batch, args.channels, height, width,
-                                 generator=generator).to(device, dtype)
+        self.input = torch.randn(size, generator=generator).to(device, dtype)
         self.train_input = self.input.clone().requires_grad_(True)
-        self.output_grad = torch.randn(args.batch, args.channels, args.scale * height,
-                                       args.scale * width, generator=generator).to(device, dtype)
-        self.forward_iters = self.train_iters = args.iters
-        self.forward_samples: List[float] = []
-        self.train_samples: List[float] = []
+        out_size = (batch, channels, scale * height, scale * width)
+        self.output_grad = torch.randn(out_size, generator=generator).to(device, dtype)
+        self.guide = self.train_guide = None
+        if self.guided:
+            self.guide = torch.randn(out_size, generator=generator).to(device, dtype)
+            self.train_guide = self.guide.clone().requires_grad_(True)
+        if cfg is not None:
+            kwargs = dict(guide_channels=channels) if self.guided else {}
+            try:
+                self.model = build_upsampler(cfg, channels, scale, **kwargs).to(device, dtype)
+            except (ValueError, TypeError) as error:  # e.g. channels the layer cannot take
+                self.error = f'{type(error).__name__}: {error}'
+            else:
+                self.model.train()
+        self.calls = calls
+        self.iters = dict(forward=1, train=1)
+        self.samples: Dict[str, List[float]] = dict(forward=[], train=[])
 
-    def _context(self):
-        return fused_kernel(self.fused) if self.fused is not None else contextlib.nullcontext()
+    @property
+    def inputs(self) -> tuple:
+        return (self.input, self.guide) if self.guided else (self.input, )
 
     def forward(self):
-        with torch.no_grad(), self._context():
-            return self.model(self.input)
+        if self.calls is not None:
+            return self.calls[0]()
+        with torch.no_grad(), fused_kernel(self.fused):
+            return self.model(*self.inputs)
 
     def train_step(self):
+        if self.calls is not None:
+            return self.calls[1]()
         self.model.zero_grad(set_to_none=True)
         self.train_input.grad = None
-        with self._context():
-            output = self.model(self.train_input)
+        inputs = (self.train_input, )
+        if self.guided:
+            self.train_guide.grad = None
+            inputs += (self.train_guide, )
+        with fused_kernel(self.fused):
+            output = self.model(*inputs)
         output.backward(self.output_grad)
+
+    def call(self, mode: str):
+        return self.forward() if mode == 'forward' else self.train_step()
+
+
+def component_cases(dysample: Case, size, scale: int, dtype, device) -> List[Case]:
+    """The sampling op alone (on the layer's offsets) and the offsets alone (the offset
+    branch: its convolution(s), pixel shuffles for the PL style, the scope)."""
+    from mmdysample.functional import dysample as sample
+
+    layer, x, x_grad, grad = dysample.model, dysample.input, dysample.train_input, \
+        dysample.output_grad
+    with torch.no_grad():
+        offset = layer.sampling_offsets(x)
+    offset_grad = offset.clone().requires_grad_(True)
+    groups = layer.groups
+
+    def kernel_forward():
+        with torch.no_grad():
+            sample(x, offset, scale, groups)
+
+    def kernel_train():
+        x_grad.grad = offset_grad.grad = None
+        sample(x_grad, offset_grad, scale, groups).backward(grad)
+
+    def offsets_forward():
+        with torch.no_grad():
+            layer.sampling_offsets(x)
+
+    def offsets_train():
+        layer.zero_grad(set_to_none=True)
+        x_grad.grad = None
+        layer.sampling_offsets(x_grad).sum().backward()
+
+    return [
+        Case(f'{dysample.label}: sampling op', size, scale, dtype, device,
+             calls=(kernel_forward, kernel_train)),
+        Case(f'{dysample.label}: offsets', size, scale, dtype, device,
+             calls=(offsets_forward, offsets_train)),
+    ]
 
 
 def iters_for(call_ms: float) -> int:
     """Calls per timed round that fill about ``TARGET_REPEAT_SECONDS``, given one call's
     time (at least 1, at most ``MAX_AUTO_ITERS``)."""
-    seconds = call_ms / 1e3
-    return max(1, min(MAX_AUTO_ITERS, int(TARGET_REPEAT_SECONDS / max(seconds, 1e-6))))
+    return max(1, min(MAX_AUTO_ITERS, int(TARGET_REPEAT_SECONDS / max(call_ms / 1e3, 1e-6))))
 
 
-def run_benchmark(args) -> Dict[str, Any]:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    entries = default_upsamplers()
-    if args.upsamplers:
-        entries = [e for e in entries if e[0] in args.upsamplers]
-    candidates: List[Candidate] = []
-    compare = args.compare_reference and fused_kernel_switch() is not None
-    if args.compare_reference and not compare:
-        print('--compare-reference: mmdysample.ops.use_fused not found; skipped')
-    if compare and not all(fused_kernel_state().values()):
-        print(f'--compare-reference: the fused kernel is not in use ({fused_kernel_state()}, '
-              f'MMDYSAMPLE_FUSED={os.environ.get("MMDYSAMPLE_FUSED")!r}): both timings of '
-              'each DySample variant take the reference path')
+def median_ratio(samples: List[float], reference: List[float]) -> Optional[float]:
+    """Median over rounds of ``samples[i] / reference[i]`` (same round, same load)."""
+    if not samples or len(samples) != len(reference):
+        return None
+    return statistics.median(s / r for s, r in zip(samples, reference))
+
+
+def measure_section(args, size, threads: Optional[int]) -> Dict[str, Any]:
+    """Every case at one input size and thread count."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dtype, device, scale = DTYPES[args.dtype], args.device, args.scale
+    cases: List[Case] = []
+    entries = [e for e in default_upsamplers() if not args.upsamplers or e[0] in args.upsamplers]
     for label, cfg in entries:
-        is_dysample = issubclass(MODELS.get(cfg['type']), DySample)
-        candidates.append(Candidate(label, cfg, args, fused=True if compare and is_dysample
-                                    else None))
-    if compare:
-        for label, cfg in entries:
-            if issubclass(MODELS.get(cfg['type']), DySample):
-                candidates.append(Candidate(label + REFERENCE_SUFFIX, cfg, args, fused=False))
+        fused = True if args.compare_reference and is_dysample(cfg) else None
+        cases.append(Case(label, size, scale, dtype, device, cfg=cfg, fused=fused))
+    dysamples = [c for c in cases if is_dysample(c.cfg) and c.error is None]
+    if args.compare_reference:
+        cases += [Case(c.label + REFERENCE_SUFFIX, size, scale, dtype, device, cfg=c.cfg,
+                       fused=False) for c in dysamples]
+    if args.components:
+        for c in dysamples:
+            cases += component_cases(c, size, scale, dtype, device)
 
-    device = args.device
-    # warm-up; the last warm-up call (or one extra call) is timed to calibrate --iters
-    for cand in candidates:
+    # warm-up; the last warm-up call (or one extra call) is timed to calibrate the iterations
+    for case in cases:
+        if case.error is not None:
+            continue
         try:
-            cand.model.train()
-            for _ in range(max(args.warmup - 1, 0)):
-                cand.forward()
-                cand.train_step()
-            forward_ms = time_per_call(cand.forward, 1, device)
-            train_ms = time_per_call(cand.train_step, 1, device)
-            if args.iters is None:
-                cand.forward_iters = iters_for(forward_ms)
-                cand.train_iters = iters_for(train_ms)
-        except Exception as error:  # report it in the table, go on with the others
-            cand.error = f'{type(error).__name__}: {error}'
-    alive = [c for c in candidates if c.error is None]
-    # interleaved timed rounds
-    for _ in range(args.repeats):
-        for cand in alive:
-            cand.forward_samples.append(time_per_call(cand.forward, cand.forward_iters, device))
-            cand.train_samples.append(time_per_call(cand.train_step, cand.train_iters, device))
+            for mode in ('forward', 'train'):
+                for _ in range(max(args.warmup - 1, 0)):
+                    case.call(mode)
+                call_ms = tool_helpers.time_per_call(lambda: case.call(mode), 1, device)
+                case.iters[mode] = args.iters or iters_for(call_ms)
+        except Exception as error:  # reported in the table; the others go on
+            case.error = f'{type(error).__name__}: {error}'
+    alive = [c for c in cases if c.error is None]
+    for _ in range(args.repeats):  # interleaved timed rounds
+        for case in alive:
+            for mode in ('forward', 'train'):
+                case.samples[mode].append(
+                    tool_helpers.time_per_call(lambda: case.call(mode), case.iters[mode],
+                                               device))
 
-    results = []
-    for cand in candidates:
-        record: Dict[str, Any] = dict(label=cand.label, cfg=cand.cfg,
-                                      params=count_parameters(cand.model),
-                                      paper_miou=PAPER_SEGFORMER_B1.get(
-                                          cand.label, {}).get('miou'),
-                                      fused=cand.fused, error=cand.error)
-        if cand.error is None:
-            flops = count_flops(cand.model, cand.input)
-            record.update(
-                flops=flops.total, flops_by_operator=flops.by_operator,
-                flops_uncounted_ops=flops.uncounted,
-                forward_ms=summarize_times(cand.forward_samples, cand.forward_iters).to_dict(),
-                train_ms=summarize_times(cand.train_samples, cand.train_iters).to_dict(),
-                peak_memory_forward_bytes=peak_memory_bytes(cand.forward, device),
-                peak_memory_train_bytes=peak_memory_bytes(cand.train_step, device))
-        results.append(record)
-    reference = next((r for r in results if r['label'] == 'Bilinear' and not r['error']), None)
-    for record in results:
-        for key in ('forward', 'train'):
-            ok = reference is not None and not record['error']
-            record[f'{key}_ratio_to_bilinear'] = (
-                record[f'{key}_ms']['median'] / reference[f'{key}_ms']['median'] if ok else None)
-    return dict(settings=settings_of(args), environment=environment_of(device),
-                skipped_guided_upsamplers=skipped_guided_upsamplers(), results=results)
+    table4 = paper_table4()
+    records = []
+    for case in cases:
+        record: Dict[str, Any] = dict(label=case.label, cfg=case.cfg, guided=case.guided,
+                                      fused=case.fused, error=case.error)
+        row = table4.get(case.label)
+        record['paper_miou'] = row.metrics.get('mIoU') if row is not None else None
+        if case.model is not None:
+            record['params'] = tool_helpers.count_parameters(case.model)
+        if case.error is None:
+            if case.model is not None:
+                flops = count_flops(case.model, case.inputs)
+                record.update(flops=flops.total, flops_by_operator=flops.by_operator,
+                              flops_uncounted_ops=flops.uncounted)
+            for mode in ('forward', 'train'):
+                record[f'{mode}_ms'] = tool_helpers.summarize_times(
+                    case.samples[mode], case.iters[mode]).to_dict()
+                record[f'peak_memory_{mode}_bytes'] = tool_helpers.peak_memory_bytes(
+                    lambda: case.call(mode), device)
+        records.append(record)
+    add_ratios(records)
+    return dict(input_shape=list(size), threads=torch.get_num_threads(),
+                load_average_after=_load_average(), results=records)
 
 
-def settings_of(args) -> Dict[str, Any]:
-    height, width = args.size if len(args.size) == 2 else args.size * 2
-    return dict(input_shape=[args.batch, args.channels, height, width],
-                scale_factor=args.scale, dtype=args.dtype, device=str(args.device),
-                threads=torch.get_num_threads(), iters=args.iters or 'auto',
-                warmup=args.warmup, repeats=args.repeats, fused_kernel=fused_kernel_state())
+def add_ratios(records: List[Dict[str, Any]]) -> None:
+    """Ratios to bilinear (time: median of per-round ratios; memory: of the peaks) and the
+    fused kernel's speed-up (reference time over fused time, median over rounds)."""
+    by_label = {r['label']: r for r in records if r['error'] is None}
+    bilinear = by_label.get('Bilinear')
+    for record in records:
+        for mode in ('forward', 'train'):
+            ok = bilinear is not None and record['error'] is None
+            record[f'{mode}_ratio_to_bilinear'] = median_ratio(
+                record[f'{mode}_ms']['samples'], bilinear[f'{mode}_ms']['samples']) \
+                if ok else None
+            peak, base = record.get(f'peak_memory_{mode}_bytes'), \
+                (bilinear or {}).get(f'peak_memory_{mode}_bytes')
+            record[f'peak_memory_{mode}_ratio_to_bilinear'] = peak / base \
+                if ok and peak is not None and base else None
+        reference = by_label.get(record['label'] + REFERENCE_SUFFIX)
+        if reference is not None and record['error'] is None:
+            for mode in ('forward', 'train'):
+                record[f'{mode}_speedup_over_reference'] = median_ratio(
+                    reference[f'{mode}_ms']['samples'], record[f'{mode}_ms']['samples'])
+
+
+def _load_average() -> Optional[List[float]]:
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, 'getloadavg') else None
 
 
 def environment_of(device) -> Dict[str, Any]:
@@ -313,15 +353,30 @@ def environment_of(device) -> Dict[str, Any]:
             device_name = names[0] if names else device_name
         except OSError:
             pass
-    load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, 'getloadavg') else None
-    return dict(device_name=device_name, cpu_count=os.cpu_count(), load_average_1_5_15=load,
-                torch=torch.__version__,
+    return dict(device_name=device_name, cpu_count=os.cpu_count(),
+                load_average_1_5_15=_load_average(), torch=torch.__version__,
                 python=platform.python_version(), mmdysample=mmdysample.__version__,
+                omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'),
                 time=time.strftime('%Y-%m-%d %H:%M:%S'))
 
 
+def run_layers(args) -> Dict[str, Any]:
+    settings = dict(sizes=[list(s) for s in args.sizes], threads=args.threads,
+                    scale_factor=args.scale, dtype=args.dtype, device=str(args.device),
+                    iters=args.iters or 'auto', warmup=args.warmup, repeats=args.repeats,
+                    fused_kernel=fused_kernel_state())
+    environment = environment_of(args.device)
+    threads_before = torch.get_num_threads()
+    try:
+        sections = [measure_section(args, size, threads) for size in args.sizes
+                    for threads in (args.threads or [None])]
+    finally:
+        torch.set_num_threads(threads_before)
+    return dict(settings=settings, environment=environment, sections=sections)
+
+
 # ---------------------------------------------------------------------------------------
-# reports
+# layer reports
 # ---------------------------------------------------------------------------------------
 def _fmt_count(value: Optional[float]) -> str:
     if value is None:
@@ -339,71 +394,68 @@ def _fmt_ms(stats: Optional[Dict[str, float]]) -> str:
     return f"{stats['median']:.3g} ({stats['q1']:.3g}-{stats['q3']:.3g})"
 
 
+def _fmt_ratio(value: Optional[float]) -> str:
+    return '-' if value is None else f'{value:.2f}'
+
+
 def _fmt_mb(value: Optional[int]) -> str:
     return '-' if value is None else f'{value / 2**20:.1f}'
 
 
+def section_title(report: Dict[str, Any], section: Dict[str, Any]) -> str:
+    s, env = report['settings'], report['environment']
+    load = section['load_average_after']
+    return (f"Input {'x'.join(map(str, section['input_shape']))}, x{s['scale_factor']}, "
+            f"{s['dtype']}, {s['device']} ({env['device_name']}, {section['threads']} "
+            f"threads, load average {load[0] if load else '?'} at the end)")
+
+
 def markdown_table(report: Dict[str, Any]) -> str:
     s, env = report['settings'], report['environment']
-    lines = [
-        f"Input {'x'.join(map(str, s['input_shape']))}, x{s['scale_factor']}, {s['dtype']}, "
-        f"{s['device']} ({env['device_name']}, {s['threads']} threads, load average "
-        f"{env['load_average_1_5_15'][0] if env['load_average_1_5_15'] else '?'} at the end), "
-        f"torch {env['torch']}; "
-        f"median over {s['repeats']} rounds (quartiles in brackets), "
-        f"{s['warmup']} warm-up calls; fused DySample CPU kernel "
-        f"{'on' if all(s['fused_kernel'].values()) else 'off'}.", '',
-        '| Upsampler | Params | FLOPs | Forward ms | x bilinear | Fwd+bwd ms | x bilinear '
-        '| Peak mem fwd (MB) | Peak mem fwd+bwd (MB) | mIoU (paper) |',
-        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
-    ]
-    for r in report['results']:
-        if r['error']:
-            lines.append(f"| {r['label']} | {_fmt_count(r['params'])} | failed: {r['error']} "
-                         '| | | | | | | |')
-            continue
-        ratio = (lambda v: '-' if v is None else f'{v:.2f}')
-        miou = '-' if r['paper_miou'] is None else f"{r['paper_miou']:.2f}"
-        lines.append(
-            f"| {r['label']} | {_fmt_count(r['params'])} | {_fmt_count(r['flops'])} | "
-            f"{_fmt_ms(r['forward_ms'])} | {ratio(r['forward_ratio_to_bilinear'])} | "
-            f"{_fmt_ms(r['train_ms'])} | {ratio(r['train_ratio_to_bilinear'])} | "
-            f"{_fmt_mb(r['peak_memory_forward_bytes'])} | "
-            f"{_fmt_mb(r['peak_memory_train_bytes'])} | {miou} |")
-    fused_lines = fused_vs_reference(report)
-    if fused_lines:
-        lines += ['', 'Fused kernel speed-up (reference-path median / fused median, same '
-                  'process):', '',
-                  '| Upsampler | Forward: reference / fused | Fwd+bwd: reference / fused |',
-                  '|---|---:|---:|'] + fused_lines
-    if report['skipped_guided_upsamplers']:
-        lines += ['', 'Not benchmarked (need a guidance map): '
-                  + ', '.join(report['skipped_guided_upsamplers'])]
+    fused = 'on' if all(s['fused_kernel'].values()) else 'off'
+    lines = [f"torch {env['torch']}, mmdysample {env['mmdysample']}; median over "
+             f"{s['repeats']} interleaved rounds (quartiles in brackets), {s['warmup']} "
+             f"warm-up calls; ratios to bilinear: median of the per-round ratios (time), "
+             f"ratio of the peaks (memory); fused DySample CPU kernel {fused}."]
+    for section in report['sections']:
+        lines += ['', f'### {section_title(report, section)}', '',
+                  '| Upsampler | Params | FLOPs | Forward ms | x bilinear | Fwd+bwd ms '
+                  '| x bilinear | Peak MB fwd | Peak MB fwd+bwd | x bilinear | mIoU (paper) |',
+                  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        for r in section['results']:
+            name = r['label'] + (' (guided)' if r['guided'] else '')
+            if r['error']:
+                lines.append(f"| {name} | {_fmt_count(r.get('params'))} | failed: "
+                             f"{r['error']} | | | | | | | | |")
+                continue
+            miou = '-' if r['paper_miou'] is None else f"{r['paper_miou']:.2f}"
+            lines.append(
+                f"| {name} | {_fmt_count(r.get('params'))} | {_fmt_count(r.get('flops'))} | "
+                f"{_fmt_ms(r['forward_ms'])} | {_fmt_ratio(r['forward_ratio_to_bilinear'])} | "
+                f"{_fmt_ms(r['train_ms'])} | {_fmt_ratio(r['train_ratio_to_bilinear'])} | "
+                f"{_fmt_mb(r['peak_memory_forward_bytes'])} | "
+                f"{_fmt_mb(r['peak_memory_train_bytes'])} | "
+                f"{_fmt_ratio(r['peak_memory_train_ratio_to_bilinear'])} | {miou} |")
+        speedups = [r for r in section['results'] if 'forward_speedup_over_reference' in r]
+        if speedups:
+            lines += ['', 'Fused kernel speed-up (reference time / fused time, median over '
+                      'rounds):', '', '| Upsampler | Forward | Fwd+bwd |', '|---|---:|---:|']
+            lines += [f"| {r['label']} | {_fmt_ratio(r['forward_speedup_over_reference'])} | "
+                      f"{_fmt_ratio(r['train_speedup_over_reference'])} |" for r in speedups]
     return '\n'.join(lines) + '\n'
 
 
-def fused_vs_reference(report: Dict[str, Any]) -> List[str]:
-    by_label = {r['label']: r for r in report['results'] if not r['error']}
-    lines = []
-    for label, record in by_label.items():
-        if not label.endswith(REFERENCE_SUFFIX):
-            continue
-        fused = by_label.get(label[:-len(REFERENCE_SUFFIX)])
-        if fused is None:
-            continue
-        fwd = record['forward_ms']['median'] / fused['forward_ms']['median']
-        train = record['train_ms']['median'] / fused['train_ms']['median']
-        lines.append(f'| {fused["label"]} | {fwd:.2f} | {train:.2f} |')
-    return lines
+def _plot_rows(section: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [r for r in section['results'] if not r['error'] and r['cfg'] is not None
+            and not r['label'].endswith(REFERENCE_SUFFIX)]
 
 
-def plot_latency(report: Dict[str, Any], path: str) -> None:
+def plot_latency(report: Dict[str, Any], section: Dict[str, Any], path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report['results'] if not r['error']]
-    labels = [r['label'] for r in rows]
+    rows = _plot_rows(section)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
     bar_height = 0.38
     for offset, key, colour, name in ((-bar_height / 2, 'forward_ms', '#4878d0', 'forward'),
@@ -419,14 +471,11 @@ def plot_latency(report: Dict[str, Any], path: str) -> None:
             ax.text(max(row[key]['q3'], value) * 1.12, y, f'{value:.3g}', va='center',
                     fontsize=7)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels)
+    ax.set_yticklabels([r['label'] for r in rows])
     ax.invert_yaxis()
     ax.set_xscale('log')
     ax.set_xlabel('latency per call (ms, log scale; bars: median, whiskers: quartiles)')
-    s, env = report['settings'], report['environment']
-    ax.set_title(f"Upsampler latency, input {'x'.join(map(str, s['input_shape']))} "
-                 f"x{s['scale_factor']}, {s['dtype']}\n{s['device']}: {env['device_name']}, "
-                 f"{s['threads']} threads, torch {env['torch']}", fontsize=9)
+    ax.set_title('Upsampler latency, ' + section_title(report, section), fontsize=8)
     ax.legend(loc='lower right', fontsize=8)
     ax.set_xlim(right=ax.get_xlim()[1] * 2.5)
     fig.tight_layout()
@@ -434,26 +483,24 @@ def plot_latency(report: Dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def plot_latency_vs_miou(report: Dict[str, Any], path: str) -> bool:
+def plot_latency_vs_miou(report: Dict[str, Any], section: Dict[str, Any], path: str) -> bool:
     """Fig. 1 style: x = forward latency measured here, y = the paper's SegFormer-B1 mIoU,
-    circle area proportional to the upsampler's FLOPs. Returns False if nothing to plot."""
+    circle area ~ sqrt(FLOPs). Returns False if nothing to plot."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report['results'] if not r['error'] and r['paper_miou'] is not None]
+    rows = [r for r in _plot_rows(section) if r['paper_miou'] is not None]
     if not rows:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.8))
     max_flops = max(max(r['flops'] for r in rows), 1)
     for r in rows:
-        is_dysample = r['label'].startswith('DySample')
         area = 40 + 1500 * math.sqrt(r['flops'] / max_flops)
         ax.scatter(r['forward_ms']['median'], r['paper_miou'], s=area, alpha=0.55,
-                   color='#d62728' if is_dysample else '#1f77b4', edgecolors='black',
-                   linewidths=0.6)
-    # labels: to the right of each point, moved down while they would cover another label
-    # (in log-latency / mIoU units)
+                   color='#d62728' if r['label'].startswith('DySample') else '#1f77b4',
+                   edgecolors='black', linewidths=0.6)
+    # labels right of each point, moved down while they would cover another label
     placed: List[Tuple[float, float]] = []
     for r in sorted(rows, key=lambda r: -r['paper_miou']):
         x, y = math.log10(r['forward_ms']['median']), r['paper_miou']
@@ -462,17 +509,15 @@ def plot_latency_vs_miou(report: Dict[str, Any], path: str) -> bool:
             label_y -= 0.2
         placed.append((x, label_y))
         ax.annotate(f"{r['label']} ({_fmt_count(r['flops'])}FLOPs)",
-                    (r['forward_ms']['median'], y), xytext=(r['forward_ms']['median'] * 1.25,
-                                                           label_y + 0.06),
-                    fontsize=7, arrowprops=dict(arrowstyle='-', lw=0.4, color='0.4')
+                    (r['forward_ms']['median'], y),
+                    xytext=(r['forward_ms']['median'] * 1.25, label_y + 0.06), fontsize=7,
+                    arrowprops=dict(arrowstyle='-', lw=0.4, color='0.4')
                     if label_y != y else None)
     ax.set_xscale('log')
     ax.set_xlabel('forward latency measured here (ms, log scale)')
     ax.set_ylabel('SegFormer-B1 mIoU on ADE20K (paper, Table 4)')
-    s, env = report['settings'], report['environment']
-    ax.set_title(f"mIoU vs latency (circle area ~ sqrt(FLOPs)); input "
-                 f"{'x'.join(map(str, s['input_shape']))} x{s['scale_factor']}\n"
-                 f"{s['device']}: {env['device_name']}, {s['threads']} threads", fontsize=9)
+    ax.set_title('mIoU vs latency (circle area ~ sqrt(FLOPs))\n' +
+                 section_title(report, section), fontsize=8)
     ax.margins(x=0.25, y=0.15)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -481,7 +526,8 @@ def plot_latency_vs_miou(report: Dict[str, Any], path: str) -> bool:
     return True
 
 
-def write_outputs(report: Dict[str, Any], out_dir: str, plots: bool = True) -> Dict[str, str]:
+def write_layer_outputs(report: Dict[str, Any], out_dir: str,
+                        plots: bool = True) -> Dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     paths = dict(markdown=os.path.join(out_dir, 'benchmark.md'),
                  json=os.path.join(out_dir, 'benchmark.json'))
@@ -489,22 +535,243 @@ def write_outputs(report: Dict[str, Any], out_dir: str, plots: bool = True) -> D
         md_file.write(markdown_table(report))
     with open(paths['json'], 'w') as json_file:
         json.dump(report, json_file, indent=2)
-    if plots:
+    if plots and report['sections']:
+        first = report['sections'][0]
         paths['latency_plot'] = os.path.join(out_dir, 'latency.png')
-        plot_latency(report, paths['latency_plot'])
+        plot_latency(report, first, paths['latency_plot'])
         scatter = os.path.join(out_dir, 'latency_vs_miou.png')
-        if plot_latency_vs_miou(report, scatter):
+        if plot_latency_vs_miou(report, first, scatter):
             paths['miou_plot'] = scatter
     return paths
+
+
+# ---------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------
+#: name -> (twin config, DySample config, twin label), relative to configs/
+MODEL_PAIRS = {
+    'faster_rcnn': ('faster_rcnn/faster-rcnn_r50_fpn-nearest_1x_coco.py',
+                    'faster_rcnn/faster-rcnn_r50_fpn-dysample-lpg4_1x_coco.py', 'nearest'),
+    'segformer': ('segformer/segformer_mit-b1_bilinear_8xb2-160k_ade20k-512x512.py',
+                  'segformer/segformer_mit-b1_dysample_8xb2-160k_ade20k-512x512.py',
+                  'bilinear'),
+}
+
+
+def _detection_batch(model, batch: int, size: int):
+    from mmdet.testing import demo_mm_inputs
+    packed = demo_mm_inputs(batch_size=batch, image_shapes=(3, size, size),
+                            num_items=[5] * batch, num_classes=80)
+    return model.data_preprocessor(packed, True)
+
+
+def _segmentation_batch(model, batch: int, size: int):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    generator = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(batch):
+        label = torch.randint(0, 150, (1, size // 16, size // 16), generator=generator)
+        label = label.repeat_interleave(16, 1).repeat_interleave(16, 2)
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(data=label)
+        inputs.append(torch.randint(0, 256, (3, size, size), generator=generator,
+                                    dtype=torch.uint8))
+        samples.append(sample)
+    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
+
+
+def build_training_model(config: str, batch: int, size: int):
+    """The config's model at full width without pretrained weights (BN instead of SyncBN on
+    CPU), initialised with seed 0, and a preprocessed random batch for it."""
+    cfg_options = {'model.backbone.init_cfg': None}
+    if 'segformer' in config:
+        cfg_options.update({'model.pretrained': None,
+                            'model.data_preprocessor.size': (size, size)})
+    torch.manual_seed(0)
+    model = tool_helpers.build_model(os.path.join(tool_helpers.REPO_ROOT, 'configs', config),
+                                     cfg_options=cfg_options)
+    model.init_weights()
+    make_batch = _segmentation_batch if 'segformer' in config else _detection_batch
+    return model, make_batch(model, batch, size)
+
+
+def training_step(model, data) -> Callable[[], None]:
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5,
+                                momentum=0.9)
+
+    def step():
+        optimizer.zero_grad()
+        losses = model(**data, mode='loss')
+        total, _ = model.parse_losses(losses)
+        total.backward()
+        optimizer.step()
+
+    return step
+
+
+def run_models(args) -> Dict[str, Any]:
+    import logging
+
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # no init_weights report
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
+    results = []
+    for name in args.models:
+        twin_config, dysample_config, twin_label = MODEL_PAIRS[name]
+        twin_model, twin_data = build_training_model(twin_config, args.batch, args.size)
+        dysample_model, dysample_data = build_training_model(dysample_config, args.batch,
+                                                             args.size)
+        # same weights wherever the two models have the same parameters, so that the
+        # data-dependent parts (proposals, NMS, sampled RoIs) do about the same work
+        dysample_model.load_state_dict(twin_model.state_dict(), strict=False)
+        dysample = training_step(dysample_model, dysample_data)
+
+        def fused(dysample=dysample):
+            with fused_kernel(True):
+                dysample()
+
+        def reference(dysample=dysample):
+            with fused_kernel(False):
+                dysample()
+
+        steps = {twin_label: training_step(twin_model, twin_data), 'DySample (fused)': fused,
+                 'DySample (reference)': reference}
+        wall = {case: [] for case in steps}
+        cpu = {case: [] for case in steps}
+        for round_index in range(args.warmup + args.repeats):
+            for case, step in steps.items():
+                start, cpu_start = time.perf_counter(), time.process_time()
+                step()
+                if round_index >= args.warmup:
+                    wall[case].append(time.perf_counter() - start)
+                    cpu[case].append(time.process_time() - cpu_start)
+        for case in steps:
+            results.append(dict(
+                model=name, case=case, twin=twin_label,
+                wall_s=tool_helpers.summarize_times(wall[case], 1).to_dict(),
+                wall_ratio_to_twin=median_ratio(wall[case], wall[twin_label]),
+                cpu_s=tool_helpers.summarize_times(cpu[case], 1).to_dict(),
+                cpu_ratio_to_twin=median_ratio(cpu[case], cpu[twin_label])))
+    settings = dict(models=args.models, batch=args.batch, size=args.size,
+                    threads=torch.get_num_threads(), repeats=args.repeats, warmup=args.warmup,
+                    fused_kernel=fused_kernel_state())
+    return dict(settings=settings, environment=environment_of(torch.device('cpu')),
+                results=results)
+
+
+def models_markdown(report: Dict[str, Any]) -> str:
+    s = report['settings']
+    lines = [f"One training step (forward with losses, backward, SGD), batch {s['batch']} at "
+             f"{s['size']}x{s['size']}, {s['threads']} threads, median over {s['repeats']} "
+             f"interleaved rounds; ratios to the twin: median of the per-round ratios.", '',
+             '| Model | Case | Wall s | x twin | CPU s | x twin |', '|---|---|---:|---:|---:|---:|']
+    for r in report['results']:
+        lines.append(f"| {r['model']} | {r['case']} | {r['wall_s']['median']:.3f} | "
+                     f"{_fmt_ratio(r['wall_ratio_to_twin'])} | {r['cpu_s']['median']:.3f} | "
+                     f"{_fmt_ratio(r['cpu_ratio_to_twin'])} |")
+    return '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Benchmark the upsamplers (layers) or whole models with DySample (models).',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest='command', required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--threads', type=int, nargs='+', default=None,
+                        help="torch.set_num_threads values, one section each (default: torch's "
+                        'own choice)')
+    common.add_argument('--warmup', type=int, default=2, help='untimed calls/rounds first')
+    common.add_argument('--out-dir', default='work_dirs/benchmark', help='output folder')
+
+    layers = commands.add_parser('layers', parents=[common],
+                                 help='every registered upsampler on a random feature',
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    layers.add_argument('--sizes', type=parse_size, nargs='+',
+                        default=[parse_size(PAPER_SIZE)],
+                        help='input sizes BxCxHxW, one section each')
+    layers.add_argument('--scale', type=int, default=2, help='upsampling ratio')
+    layers.add_argument('--dtype', default='float32', choices=sorted(DTYPES))
+    layers.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
+    layers.add_argument('--iters', type=int, default=None,
+                        help='calls per timed round (default: enough to fill ~50 ms)')
+    layers.add_argument('--repeats', type=int, default=5, help='timed rounds')
+    layers.add_argument('--upsamplers', nargs='+', default=None,
+                        help='labels to benchmark (default: all); Bilinear is the reference '
+                        'of the ratios')
+    layers.add_argument('--compare-reference', action='store_true',
+                        help='also time the DySample variants with the fused kernel off')
+    layers.add_argument('--components', action='store_true',
+                        help="also time each DySample variant's sampling op and its offsets "
+                        'alone')
+    layers.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
+
+    models = commands.add_parser('models', parents=[common],
+                                 help='training step of DySample models vs their twins',
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    models.add_argument('--models', nargs='+', default=list(MODEL_PAIRS),
+                        choices=list(MODEL_PAIRS))
+    models.add_argument('--batch', type=int, default=2, help='images per step')
+    models.add_argument('--size', type=int, default=256, help='square image side')
+    models.add_argument('--repeats', type=int, default=15, help='timed rounds')
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ('layers', 'models', '-h', '--help'):
+        argv.insert(0, 'layers')  # the layer benchmark is the default, as before subcommands
+    args = parser.parse_args(argv)
+    positive = ['repeats'] + (['iters', 'scale'] if args.command == 'layers' else
+                              ['batch', 'size'])
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name} must be >= 1, got {value}')
+    if args.warmup < 0:
+        parser.error(f'--warmup must be >= 0, got {args.warmup}')
+    if args.threads is not None and min(args.threads) < 1:
+        parser.error(f'--threads must be >= 1, got {args.threads}')
+    if args.command == 'layers':
+        if args.scale < 2:
+            parser.error(f'--scale must be >= 2, got {args.scale}')
+        try:
+            args.device = torch.device(args.device)
+        except RuntimeError as error:
+            parser.error(f'--device: {error}')
+        if args.device.type not in ('cpu', 'cuda'):
+            parser.error(f"--device must be 'cpu' or 'cuda[:N]', got {args.device}")
+        if args.device.type == 'cuda' and not torch.cuda.is_available():
+            parser.error('--device cuda requested but CUDA is not available')
+        known = [label for label, _ in default_upsamplers()]
+        unknown = [u for u in args.upsamplers or [] if u not in known]
+        if unknown:
+            parser.error(f'unknown --upsamplers {unknown}; choose from {known}')
+    return args
 
 
 def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
     start = time.perf_counter()
-    report = run_benchmark(args)
-    report['wall_seconds'] = round(time.perf_counter() - start, 1)
-    paths = write_outputs(report, args.out_dir, plots=not args.no_plots)
-    print(markdown_table(report))
+    if args.command == 'layers':
+        report = run_layers(args)
+        report['wall_seconds'] = round(time.perf_counter() - start, 1)
+        paths = write_layer_outputs(report, args.out_dir, plots=not args.no_plots)
+        print(markdown_table(report))
+    else:
+        report = run_models(args)
+        report['wall_seconds'] = round(time.perf_counter() - start, 1)
+        os.makedirs(args.out_dir, exist_ok=True)
+        paths = dict(markdown=os.path.join(args.out_dir, 'models.md'),
+                     json=os.path.join(args.out_dir, 'models.json'))
+        with open(paths['markdown'], 'w') as md_file:
+            md_file.write(models_markdown(report))
+        with open(paths['json'], 'w') as json_file:
+            json.dump(report, json_file, indent=2)
+        print(models_markdown(report))
     print(f"took {report['wall_seconds']} s; wrote " + ', '.join(paths.values()))
     return report
 

@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     converted, report = convert_state_dict(checkpoint['state_dict'], args.neck_index_map,
                                            args.head_index_map)
     if args.config:
-        from mmdysample.analysis import build_model
+        from tool_helpers import build_model
         model = build_model(args.config, cfg_options=args.cfg_options)
         converted = check_against_model(converted, model, report)
     print(report.format(args.verbose))

@@ -47,15 +47,18 @@ DEMO_METAFILE = 'configs/demo/metafile.yml'
 @dataclass(frozen=True)
 class Metric:
     """A paper column: its README header and where mmengine logs our value
-    (``key`` in ``vis_data/scalars.json``; ``scale`` turns it into the paper's unit)."""
+    (``key`` in ``vis_data/scalars.json``; ``scale`` turns it into the paper's unit) and
+    the decimals ours is shown with where the paper has no value to match."""
     header: str
     key: Optional[str]  # None: no upstream evaluator computes it
     scale: float = 1.0
+    decimals: int = 2
 
 
 def _coco(prefix: str, kind: str) -> Dict[str, Metric]:
     suffixes = {'': '', '50': '_50', '75': '_75', 's': '_s', 'm': '_m', 'l': '_l'}
-    return {f'{prefix} AP{s}': Metric(f'{prefix} AP{s}', f'coco/{kind}_mAP{k}', 100.0)
+    # mmdet logs COCO's mAP rounded to 3 decimals in [0, 1]: one decimal in percent
+    return {f'{prefix} AP{s}': Metric(f'{prefix} AP{s}', f'coco/{kind}_mAP{k}', 100.0, 1)
             for s, k in suffixes.items()}
 
 
@@ -72,14 +75,14 @@ METRICS: Dict[str, Metric] = {
     'mIoU': Metric('mIoU', 'mIoU'),
     'bIoU': Metric('bIoU', None),  # boundary IoU: no evaluator in mmseg 1.2.2
     # mmseg's DepthMetric (no prefix); fractions and metres, as in the paper
-    'delta1': Metric('δ<1.25', 'd1'),
-    'delta2': Metric('δ<1.25²', 'd2'),
-    'delta3': Metric('δ<1.25³', 'd3'),
-    'Abs Rel': Metric('Abs Rel', 'abs_rel'),
-    'RMS': Metric('RMS', 'rmse'),
-    'log10': Metric('log10', 'log10'),
-    'RMS(log)': Metric('RMS(log)', 'rmse_log'),
-    'Sq Rel': Metric('Sq Rel', 'sq_rel'),
+    'delta1': Metric('δ<1.25', 'd1', decimals=3),
+    'delta2': Metric('δ<1.25²', 'd2', decimals=3),
+    'delta3': Metric('δ<1.25³', 'd3', decimals=3),
+    'Abs Rel': Metric('Abs Rel', 'abs_rel', decimals=3),
+    'RMS': Metric('RMS', 'rmse', decimals=3),
+    'log10': Metric('log10', 'log10', decimals=3),
+    'RMS(log)': Metric('RMS(log)', 'rmse_log', decimals=3),
+    'Sq Rel': Metric('Sq Rel', 'sq_rel', decimals=3),
 }
 
 
@@ -236,7 +239,7 @@ def render_table(rows: Sequence[Row], outcomes: Optional[Dict[str, Outcome]] = N
             status = outcome.status + (f' ({outcome.note})' if outcome.note else '')
             main = row.main_metric
             if main is not None and main in outcome.values:
-                places = decimals.get(main, 2) if main in decimals else 2
+                places = decimals.get(main, METRICS[main].decimals)  # the paper's if any
                 ours = f'{outcome.values[main]:.{places}f}'
                 if len(mains) > 1:
                     ours += f' {METRICS[main].header}'

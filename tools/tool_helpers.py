@@ -7,11 +7,18 @@ folder, ``tools/``, on ``sys.path`` when a tool runs as a script, and the tools 
 themselves when they are loaded by path (tests, ``importlib``).
 """
 import argparse
+import contextlib
+import copy
 import importlib
+import json
 import os
 import os.path as osp
+import statistics
 import sys
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -176,13 +183,13 @@ def check_datasets(cfg, phases: Sequence[str]) -> None:
                          + '\nTo fix: ' + '\n        '.join(hints))
 
 
-def finish_distributed_run(runner=None) -> None:
+def finish_distributed_run(runner=None, exit_status: int = 0) -> None:
     """End a distributed worker (torchrun, slurm) once its work is done and saved.
 
     The runner's visualizer is closed (when no ``LoggerHook`` closed it already), the
     process group is destroyed, the interpreter's exit handlers run (``atexit``: the final
     flush of visualizer backends such as WandB and MLflow, of TensorBoard writers, and
-    ``logging``'s), and the worker exits at once with status 0 (``os._exit``) instead of
+    ``logging``'s), and the worker exits at once with ``exit_status`` (``os._exit``) instead of
     going through interpreter finalisation: with torch 2.13, mmengine 0.10.7 and gloo, rank 0
     aborted there about once in 13 CPU runs of ``tools/dist_train.sh`` ('terminate called
     without an active exception', SIGABRT, no Python frame on the stack, after the
@@ -202,7 +209,7 @@ def finish_distributed_run(runner=None) -> None:
     atexit._run_exitfuncs()  # what a normal exit runs before finalisation
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(exit_status)
 
 
 def load_config(args: argparse.Namespace):
@@ -260,3 +267,184 @@ def build_runner(cfg):
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring layers and models (tools/benchmark.py, tools/analyze_model.py): parameters, time,
+# peak memory; building a model from a config (also tools/visualize_sampling.py and
+# tools/convert_checkpoint.py). FLOPs are counted by the library: mmdysample.flops.
+#
+# Peak memory (:func:`peak_memory_bytes`): on CUDA, ``torch.cuda.max_memory_allocated`` over
+# the call minus what was allocated before it. On CPU there is no allocator high-water mark,
+# so the CPU allocator's own accounting is read through ``torch.profiler`` with
+# ``profile_memory=True``: it reports every allocation and free made while profiling, with
+# its size; the peak is the highest running sum of those sizes, i.e. the largest number of
+# bytes of tensor memory that the call itself held at any one time (inputs and parameters
+# that existed before the call are not included; memory that libraries allocate outside
+# PyTorch's allocator, e.g. oneDNN scratch space or thread stacks, is not seen).
+# ---------------------------------------------------------------------------------------
+def count_parameters(module: 'torch.nn.Module', trainable_only: bool = False) -> int:
+    """Number of parameter elements of ``module`` (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def synchronize(device: Union[str, 'torch.device']) -> None:
+    """Wait for the device's queued work (CUDA); nothing to do on CPU."""
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's native library prints two
+    'USDT ... profiler_start/stop' lines on every start/stop, which would bury the output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _cpu_peak_from_profiler(fn: Callable[[], Any]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_silenced():
+        prof.start()
+    try:
+        fn()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
+    handle, trace_path = tempfile.mkstemp(suffix='.json')
+    os.close(handle)
+    try:
+        prof.export_chrome_trace(trace_path)
+        with open(trace_path) as trace_file:
+            events = json.load(trace_file)['traceEvents']
+    finally:
+        os.remove(trace_path)
+    memory_events = sorted(
+        (e for e in events
+         if e.get('name') == '[memory]' and e.get('args', {}).get('Device Type', 0) == 0),
+        key=lambda e: (e['ts'], e['args'].get('Ev Idx', 0)))
+    live_bytes = peak = 0
+    for event in memory_events:
+        live_bytes += event['args']['Bytes']  # negative for frees
+        peak = max(peak, live_bytes)
+    return peak
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: Union[str, 'torch.device'] = 'cpu') -> int:
+    """Peak bytes of tensor memory allocated by one call of ``fn`` beyond what was allocated
+    before it (see the module docstring for how, per device).
+
+    Release anything the previous call left (e.g. ``.grad``) before calling, or on CPU its
+    freeing is not seen.
+    """
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    if device.type == 'cpu':
+        return _cpu_peak_from_profiler(fn)
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device.type!r}")
+
+
+@dataclass
+class TimingStats:
+    """Summary of repeated timings, in milliseconds per call.
+
+    ``samples`` holds one value per repeat (the mean over that repeat's iterations).
+    """
+    median: float
+    q1: float
+    q3: float
+    minimum: float
+    maximum: float
+    iters: int
+    samples: List[float]
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), 'iqr': self.iqr}
+
+
+def summarize_times(samples_ms: Sequence[float], iters: int) -> TimingStats:
+    """Median, quartiles (``statistics.quantiles``, inclusive method), min and max."""
+    samples = [float(s) for s in samples_ms]
+    if not samples:
+        raise ValueError('samples_ms must hold at least one timing')
+    if len(samples) == 1:
+        q1 = q3 = samples[0]
+    else:
+        q1, _, q3 = statistics.quantiles(samples, n=4, method='inclusive')
+    return TimingStats(statistics.median(samples), q1, q3, min(samples), max(samples), iters,
+                       samples)
+
+
+def time_per_call(fn: Callable[[], Any], iters: int,
+                  device: Union[str, 'torch.device'] = 'cpu') -> float:
+    """Mean wall time of ``fn()`` over ``iters`` back-to-back calls, in milliseconds
+    (device synchronised before and after)."""
+    if iters < 1:
+        raise ValueError(f'iters must be a positive integer, got {iters!r}')
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3 / iters
+
+
+def build_model(config,
+                cfg_options: Optional[Dict[str, Any]] = None,
+                checkpoint: Optional[str] = None,
+                device: Union[str, 'torch.device'] = 'cpu') -> 'torch.nn.Module':
+    """Build ``cfg.model`` in the config's ``default_scope`` (mmdet, mmseg...), without
+    ``init_weights()`` (so no pretrained backbone is fetched; every layer has its
+    constructor's initialisation, DySample its paper one), turn SyncBN into BatchNorm on
+    CPU, optionally load a checkpoint
+    (mmengine's ``load_checkpoint``, non-strict: the missing/unexpected keys are logged),
+    and return it in eval mode on ``device``."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    import_mmdysample()  # registers the plugin's modules (the integrations with mmdet/mmseg)
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    elif isinstance(config, (str, os.PathLike)):
+        cfg = Config.fromfile(os.fspath(config))
+    else:
+        raise TypeError(f'config must be a path or an mmengine Config, got '
+                        f'{type(config).__name__}')
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    if 'model' not in cfg:
+        raise ValueError(f'config {config} has no model')
+    init_default_scope(cfg.get('default_scope', None) or 'mmengine')
+    model = MODELS.build(cfg.model)
+    if torch.device(device).type == 'cpu':
+        from mmengine.model import revert_sync_batchnorm
+        model = revert_sync_batchnorm(model)  # SyncBN needs CUDA and a process group
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    model.cfg = cfg
+    return model.to(device).eval()

@@ -16,9 +16,11 @@ Differences from upstream, all additive:
   annotation files, image/label directories, evaluator annotation files) are checked, and
   a missing one stops the run at once with its path and how to prepare the dataset;
 * checkpoints carry the generator states of every process (``RandomStateHook`` is added
-  to ``custom_hooks``), and ``--resume`` without a path takes the newest checkpoint of the
-  work directory that loads (skipping unreadable ones with a warning), reusing its seed when
-  ``randomness.seed`` is unset: a resumed run continues bit for bit;
+  to ``custom_hooks``); SIGTERM/SIGUSR1 make the run write a checkpoint at the end of the
+  current iteration and exit with status 128 + signal (``PreemptionCheckpointHook``);
+  ``--resume`` without a path takes the newest checkpoint of the work directory that loads
+  (skipping unreadable ones with a warning), reusing its seed when ``randomness.seed`` is
+  unset: a resumed run continues bit for bit (docs/training.md, "Preemption and resume");
 * ``--amp`` without an accelerator stops with a clear message instead of mmengine's
   assertion deep in the runner.
 
@@ -87,10 +89,12 @@ def main(argv: Optional[Sequence[str]] = None):
             raise SystemExit('--auto-scale-lr needs auto_scale_lr=dict(enable=..., '
                              'base_batch_size=...) in the config')
 
-    from mmdysample.engine import CheckpointError, configure_resume, ensure_random_state_hook
+    from mmdysample.engine import (CheckpointError, PreemptionCheckpointHook, configure_resume,
+                                   ensure_custom_hooks)
 
-    # Generator states in every checkpoint, so that --resume continues bit for bit.
-    ensure_random_state_hook(cfg)
+    # Generator states in every checkpoint, so that --resume continues bit for bit, and a
+    # checkpoint at SIGTERM/SIGUSR1 (preemption, time limit).
+    ensure_custom_hooks(cfg)
     # --resume PATH: that checkpoint; --resume: the newest checkpoint in work_dir that loads.
     try:
         configure_resume(cfg, args.resume)
@@ -101,7 +105,13 @@ def main(argv: Optional[Sequence[str]] = None):
 
     runner = tool_helpers.build_runner(cfg)
     runner.train()
-    tool_helpers.finish_distributed_run(runner)
+    stopped_by = [hook.stopped_by for hook in runner.hooks
+                  if isinstance(hook, PreemptionCheckpointHook) and hook.stopped_by]
+    # 128 + signal: the scheduler sees an interrupted run, not a finished one.
+    exit_status = 128 + stopped_by[0] if stopped_by else 0
+    tool_helpers.finish_distributed_run(runner, exit_status)
+    if exit_status:
+        raise SystemExit(exit_status)
 
 
 if __name__ == '__main__':

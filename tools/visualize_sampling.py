@@ -5,7 +5,7 @@ The model is built from a config (``--checkpoint`` optional: an untrained model 
 offsets are ~0 so the points sit on the bilinear-initialised grid), the image is resized to
 ``--size``, normalised by the model's data preprocessor and run through the tensor-mode
 forward, while forward hooks on every DySample layer record the sampling position of each
-of its output pixels (:class:`mmdysample.analysis.DySampleRecorder`).
+of its output pixels (:class:`DySampleRecorder`).
 
 Written to ``--out-dir``:
 
@@ -36,12 +36,95 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-from mmdysample.analysis import DySampleRecorder, build_model, output_pixel_centres
+TOOLS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TOOLS_DIR not in sys.path:  # loaded by path rather than run as a script
+    sys.path.append(TOOLS_DIR)
+from tool_helpers import build_model, import_mmdysample  # noqa: E402
+
+import_mmdysample()
+from mmdysample.upsamplers import DySample  # noqa: E402
 
 GROUP_COLOURS = ('#d62728', '#1f77b4', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2',
                  '#17becf')
 
+
+
+def dysample_sampling_points(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Where a DySample layer samples its input ``x``, for every output pixel.
+
+    Returns:
+        ``(B, groups, s*H, s*W, 2)`` ``(x, y)`` positions in input pixel units, with input
+        pixel ``(i, j)`` covering ``[j, j+1] x [i, i+1]`` (its centre at ``(j+0.5, i+0.5)``),
+        the convention of :mod:`mmdysample.functional`. Output pixel ``(Y, X)`` has its
+        centre at ``((X + 0.5) / s, (Y + 0.5) / s)`` in the same units; with zero learned
+        offsets and the bilinear initialisation the two coincide.
+    """
+    if not isinstance(layer, DySample):
+        raise TypeError(f'layer must be a DySample module, got {type(layer).__name__}')
+    s, groups = layer.scale_factor, layer.groups
+    with torch.no_grad():
+        offset = layer.sampling_offsets(x)  # (B, 2*g*s*s, H, W), [x|y][group][a][b]
+    batch, _, height, width = offset.shape
+    offset = offset.view(batch, 2, groups, s, s, height, width)
+    centre_x = torch.arange(width, dtype=offset.dtype, device=offset.device) + 0.5
+    centre_y = torch.arange(height, dtype=offset.dtype, device=offset.device) + 0.5
+    pos_x = offset[:, 0] + centre_x  # (B, g, a, b, H, W)
+    pos_y = offset[:, 1] + centre_y[:, None]
+    points = torch.stack([pos_x, pos_y], dim=-1)  # (B, g, a, b, H, W, 2)
+    # output row Y = s*h + a, column X = s*w + b
+    points = points.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, groups, s * height,
+                                                         s * width, 2)
+    return points
+
+
+def output_pixel_centres(height: int, width: int, scale_factor: int,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(s*H, s*W, 2)`` centres of the output pixels in input pixel units (see
+    :func:`dysample_sampling_points`)."""
+    s = scale_factor
+    xs = (torch.arange(s * width, dtype=dtype) + 0.5) / s
+    ys = (torch.arange(s * height, dtype=dtype) + 0.5) / s
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+    return torch.stack([grid_x, grid_y], dim=-1)
+
+
+class DySampleRecorder:
+    """Forward hooks on every DySample layer of a model recording, per call, the layer
+    input's size and the sampling points (:func:`dysample_sampling_points`).
+
+    Use as a context manager; ``records`` maps each layer's qualified name to a list of
+    ``dict(input_size=(H, W), scale_factor=s, points=(B, g, sH, sW, 2) tensor)``, one per
+    call, in call order.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, DySample)}
+        self.records: Dict[str, List[Dict[str, Any]]] = {name: [] for name in self.layers}
+        self._handles = []
+
+    def _hook(self, name: str):
+
+        def record(module, inputs, output):
+            x = inputs[0]
+            self.records[name].append(
+                dict(input_size=tuple(x.shape[-2:]), scale_factor=module.scale_factor,
+                     points=dysample_sampling_points(module, x.detach()).cpu()))
+
+        return record
+
+    def __enter__(self):
+        if not self.layers:
+            raise ValueError('the model has no DySample layer to record')
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc_info):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        return False
 
 def load_image(path: Optional[str], size: Tuple[int, int]) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB image resized to ``size`` (bilinear); ``None`` path: a

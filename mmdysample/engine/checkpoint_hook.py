@@ -12,10 +12,12 @@ systems), and the folder is ``fsync``-ed: a reader sees the old file or the comp
 one, never a part. The outdated checkpoint is removed only after the new one and
 ``last_checkpoint`` are in place.
 """
+import glob
 import os
 import os.path as osp
+import re
 import uuid
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend, register_backend
@@ -25,6 +27,8 @@ from mmengine.registry import HOOKS
 __all__ = ['CheckpointHook', 'AtomicLocalBackend', 'atomic_write', 'ATOMIC_BACKEND_NAME']
 
 ATOMIC_BACKEND_NAME = 'local_atomic'
+# .<final name>.<12 hex digits>.tmp
+_TEMPORARY_NAME = re.compile(r'\..+\.[0-9a-f]{12}\.tmp')
 
 
 def _fsync_directory(directory: str) -> None:
@@ -46,7 +50,7 @@ def atomic_write(data: Union[bytes, str], path: str, encoding: str = 'utf-8') ->
     call returned).
 
     Raises:
-        OSError: when the data cannot be written (the message names ``path``); the
+        OSError: when the data cannot be written (its ``filename`` is ``path``); the
             temporary file is removed and ``path`` is left as it was.
     """
     if isinstance(data, str):
@@ -66,13 +70,23 @@ def atomic_write(data: Union[bytes, str], path: str, encoding: str = 'utf-8') ->
     except OSError as error:
         if osp.exists(temporary):
             os.remove(temporary)
-        raise OSError(error.errno, f'could not write {path} ({error.strerror or error}); '
-                      f'the previous version of the file, if any, is intact') from error
+        raise OSError(error.errno, error.strerror or str(error), path) from error
     except BaseException:
         if osp.exists(temporary):
             os.remove(temporary)
         raise
     _fsync_directory(directory)
+
+
+def remove_temporary_files(directory: str) -> List[str]:
+    """Remove what writes killed half way left in ``directory`` (the hidden temporary files
+    of :func:`atomic_write`); returns their paths."""
+    removed = []
+    for path in glob.glob(osp.join(glob.escape(directory), '.*.tmp')):
+        if _TEMPORARY_NAME.fullmatch(osp.basename(path)):
+            os.remove(path)
+            removed.append(path)
+    return removed
 
 
 @register_backend(ATOMIC_BACKEND_NAME)
@@ -120,6 +134,8 @@ class CheckpointHook(MMEngineCheckpointHook):
                 and type(self.file_backend) is LocalBackend:
             self.backend_args = dict(backend=ATOMIC_BACKEND_NAME)
             self.file_backend = get_file_backend(self.out_dir, backend_args=self.backend_args)
+            if is_main_process():
+                remove_temporary_files(self.out_dir)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         if not self._writes_atomically:
@@ -135,13 +151,22 @@ class CheckpointHook(MMEngineCheckpointHook):
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
 
         ckpt_filename = self.filename_tmpl.format(step)
+        previous = getattr(self, 'last_ckpt', None)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        runner.save_checkpoint(
-            self.out_dir, ckpt_filename, self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        try:
+            runner.save_checkpoint(
+                self.out_dir, ckpt_filename, self.file_client_args,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler,
+                meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args,
+                **self.args)
+        except OSError as error:  # disk full, quota, I/O error: stop, say what is safe
+            kept = (f'the previous checkpoint {previous} is intact: free space (or fix the '
+                    f'cause) and resume with --resume' if previous else
+                    'no earlier checkpoint was written')
+            raise OSError(error.errno, f'could not write checkpoint {self.last_ckpt} '
+                          f'({error.strerror or error}); training stops, {kept}') from error
         if not is_main_process():
             return
         atomic_write(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))

@@ -6,13 +6,13 @@ runner themselves can call it on their config too.
 import glob
 import os
 import os.path as osp
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
 __all__ = [
     'CheckpointError', 'load_resumable_checkpoint', 'find_resumable_checkpoint',
-    'configure_resume', 'ensure_random_state_hook'
+    'configure_resume', 'ensure_custom_hooks'
 ]
 
 
@@ -86,14 +86,14 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], Optional[di
     return None, None
 
 
-def ensure_random_state_hook(cfg) -> None:
-    """Add :class:`~mmdysample.engine.RandomStateHook` to ``cfg.custom_hooks`` unless the
-    config has it, so that checkpoints carry the generator states."""
+def ensure_custom_hooks(cfg, hook_types: Sequence[str] = ('RandomStateHook',
+                                                           'PreemptionCheckpointHook')) -> None:
+    """Add a ``dict(type=...)`` of each of ``hook_types`` to ``cfg.custom_hooks`` unless the
+    config has one (``tools/train.py``: generator states in every checkpoint, a checkpoint
+    at a preemption signal)."""
     hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(isinstance(hook, dict) and hook.get('type') in ('RandomStateHook',
-                                                                 'mmdysample.RandomStateHook')
-               for hook in hooks):
-        hooks.append(dict(type='RandomStateHook'))
+    present = {hook.get('type') for hook in hooks if isinstance(hook, dict)}
+    hooks += [dict(type=name) for name in hook_types if name not in present]
     cfg.custom_hooks = hooks
 
 

@@ -42,9 +42,14 @@ def similarity_logits(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
     B, E, H, W = key.shape
     s = scale_factor
     k2 = kernel_size * kernel_size
+    # unfold's zero padding: an out-of-map neighbour's key is 0, so its logit is 0
     neighbours = F.unfold(key, kernel_size, padding=kernel_size // 2).view(B, E, k2, H, W)
-    query = query.view(B, E, H, s, W, s).to(neighbours.dtype)
-    logits = torch.einsum('bekhw,behiwj->bkhiwj', neighbours, query)
+    # one (K^2 x E) @ (E x s^2) product per low-res pixel, on contiguous operands (an einsum
+    # on the strided views runs ~50x slower on a busy CPU: a copy and a GEMM call per pixel)
+    neighbours = neighbours.permute(0, 3, 4, 2, 1).contiguous()  # (B, H, W, K^2, E)
+    query = query.view(B, E, H, s, W, s).permute(0, 2, 4, 1, 3, 5).reshape(B, H, W, E, s * s)
+    logits = torch.matmul(neighbours, query.to(neighbours.dtype))  # (B, H, W, K^2, s^2)
+    logits = logits.view(B, H, W, k2, s, s).permute(0, 3, 1, 4, 2, 5)
     return logits.reshape(B, k2, s * H, s * W)
 
 
@@ -85,12 +90,12 @@ class SAPA_B(GuidedUpsampler):
         self.norm = check_bool(norm, 'norm')
         check_bool(qkv_bias, 'qkv_bias')
         if norm:
-            self.norm_guide = nn.GroupNorm(
-                GROUP_NORM_GROUPS, check_group_norm_channels(self.guide_channels,
-                                                             'guide_channels'))
             self.norm_x = nn.GroupNorm(
                 GROUP_NORM_GROUPS, check_group_norm_channels(self.in_channels,
                                                              'in_channels'))
+            self.norm_guide = nn.GroupNorm(
+                GROUP_NORM_GROUPS, check_group_norm_channels(self.guide_channels,
+                                                             'guide_channels'))
         self.query = nn.Conv2d(self.guide_channels, embedding_dim, 1, bias=qkv_bias)
         self.key = nn.Conv2d(self.in_channels, embedding_dim, 1, bias=qkv_bias)
         self.init_weights()

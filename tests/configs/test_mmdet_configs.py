@@ -146,6 +146,8 @@ def test_every_mmdet_config_is_expected():
     found = {str(p.relative_to(CONFIGS)) for folder in FOLDERS
              for p in (CONFIGS / folder).glob('*.py')}
     found |= {TOP_LEVEL} if (CONFIGS / TOP_LEVEL).exists() else set()
+    # the one config outside the paper's tables (tested with the new families below)
+    found.remove('mask_rcnn/mask-rcnn_r50_fpn-dysample-lpg4-mask-head-dysample-lpg4_1x_coco.py')
     assert sorted(found) == sorted(EXPECTED)
     assert len(EXPECTED) == 41
 
@@ -342,3 +344,144 @@ def test_interpolation_configs_neck_is_mmdet_fpn_bit_for_bit(relative_path):
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         for expected, got in zip(upstream(inputs), ours(inputs)):
             assert torch.equal(expected, got)
+
+
+# ---------------------------------------------------------------------------------------
+# The families beyond the paper's tables (issue 14): RTMDet-s, YOLOX-s, Mask R-CNN with
+# DySample in the FPN and the mask head, Mask2Former R50 (COCO panoptic, ADE20K).
+# ---------------------------------------------------------------------------------------
+def lp_dysample_params(channels, groups=4, s=2):
+    """Default DySample (LP, 4 groups, static scope): a 1x1 conv C -> 2*g*s^2, with bias."""
+    return conv_params(channels, 2 * groups * s * s)
+
+
+NEW_FOLDERS = ('rtmdet', 'yolox', 'mask2former')
+MASK_HEAD_CONFIG = 'mask_rcnn/mask-rcnn_r50_fpn-dysample-lpg4-mask-head-dysample-lpg4_1x_coco.py'
+# DySample config -> (baseline config, {module path: channels of each upsampler}, delta)
+NEW_FAMILIES = {
+    'rtmdet/rtmdet_cspnext-s_pafpn-dysample-lpg4_8xb32-300e_coco.py': (
+        'rtmdet/rtmdet_cspnext-s_pafpn-nearest_8xb32-300e_coco.py',
+        {'neck.upsamplers': [128, 256]}, lp_dysample_params(128) + lp_dysample_params(256)),
+    'yolox/yolox_csp-darknet-s_pafpn-dysample-lpg4_8xb8-300e_coco.py': (
+        'yolox/yolox_csp-darknet-s_pafpn-nearest_8xb8-300e_coco.py',
+        {'neck.upsamplers': [128, 256]}, lp_dysample_params(128) + lp_dysample_params(256)),
+    MASK_HEAD_CONFIG: (
+        'mask_rcnn/mask-rcnn_r50_fpn-nearest_1x_coco.py',
+        {'neck.upsamplers': [256] * 3, 'roi_head.mask_head.upsamplers': [256]},
+        # 4 DySamples; the mask head loses its 2x2 deconvolution 256 -> 256
+        4 * lp_dysample_params(256) - conv_params(256, 256, 2)),
+    'mask2former/mask2former_r50_msdeformattn-dysample-lpg4_8xb2-lsj-50e_coco-panoptic.py': (
+        'mask2former/mask2former_r50_msdeformattn-bilinear_8xb2-lsj-50e_coco-panoptic.py',
+        {'panoptic_head.pixel_decoder.upsamplers': [256]}, lp_dysample_params(256)),
+    'mask2former/mask2former_r50_msdeformattn-dysample-lpg4_8xb2-160k_ade20k-512x512.py': (
+        'mask2former/mask2former_r50_msdeformattn-bilinear_8xb2-160k_ade20k-512x512.py',
+        {'decode_head.pixel_decoder.upsamplers': [256]}, lp_dysample_params(256)),
+}
+# baseline config -> the upstream config it restates (plus custom_imports)
+NEW_BASELINES = {
+    'rtmdet/rtmdet_cspnext-s_pafpn-nearest_8xb32-300e_coco.py':
+    'mmdet::rtmdet/rtmdet_s_8xb32-300e_coco.py',
+    'yolox/yolox_csp-darknet-s_pafpn-nearest_8xb8-300e_coco.py':
+    'mmdet::yolox/yolox_s_8xb8-300e_coco.py',
+    'mask2former/mask2former_r50_msdeformattn-bilinear_8xb2-lsj-50e_coco-panoptic.py':
+    'mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py',
+    'mask2former/mask2former_r50_msdeformattn-bilinear_8xb2-160k_ade20k-512x512.py':
+    'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
+}
+
+
+def is_mmseg(relative_path):
+    return 'ade20k' in relative_path
+
+
+def installed_config(name):
+    package, relative = name.split('::')
+    root = Path(__import__(package).__file__).parent / '.mim' / 'configs'
+    return Config.fromfile(str(root / relative))
+
+
+def test_new_family_configs_are_expected():
+    found = {str(p.relative_to(CONFIGS)) for folder in NEW_FOLDERS
+             for p in (CONFIGS / folder).glob('*.py')}
+    assert sorted(found) == sorted(set(NEW_FAMILIES) - {MASK_HEAD_CONFIG} | set(NEW_BASELINES))
+
+
+@pytest.mark.parametrize('relative_path', sorted(NEW_BASELINES))
+def test_new_baselines_are_upstream_plus_custom_imports(relative_path):
+    ours = load(relative_path).to_dict()
+    upstream = installed_config(NEW_BASELINES[relative_path]).to_dict()
+    upstream_imports = upstream.pop('custom_imports', dict(imports=[]))['imports']
+    upstream_imports = [upstream_imports] if isinstance(upstream_imports, str) else \
+        upstream_imports
+    assert ours.pop('custom_imports') == dict(imports=upstream_imports + ['mmdysample'],
+                                              allow_failed_imports=False)
+    assert without_scope_keys(ours) == without_scope_keys(upstream)
+
+
+def site_cfg(cfg, module_path):
+    node = cfg.model
+    for key in module_path.split('.')[:-1]:
+        node = node[key]
+    return node
+
+
+@pytest.mark.parametrize('relative_path', sorted(NEW_FAMILIES))
+def test_new_dysample_configs_are_their_baseline_plus_upsample_cfg(relative_path):
+    baseline, sites, _ = NEW_FAMILIES[relative_path]
+    this = load(relative_path)
+    twin = load(baseline).to_dict()
+    edited = this.to_dict()
+    for module_path in sites:
+        site = site_cfg(this, module_path)
+        assert site.upsample_cfg.to_dict() == dict(type='DySample'), module_path
+        node = edited['model']
+        for key in module_path.split('.')[:-1]:
+            node = node[key]
+        node.pop('upsample_cfg')
+        if relative_path.startswith('yolox') or relative_path == MASK_HEAD_CONFIG and \
+                'mask_head' in module_path:
+            # mmdet's own upsample_cfg of the base, replaced (YOLOX writes it explicitly)
+            original = installed_config('mmdet::yolox/yolox_s_8xb8-300e_coco.py').model.neck \
+                if relative_path.startswith('yolox') else None
+            if original is not None:
+                node['upsample_cfg'] = original.upsample_cfg.to_dict()
+    if relative_path == MASK_HEAD_CONFIG:
+        edited['model']['neck']['upsample_cfg'] = dict(type='DySample')
+        twin['model']['neck']['upsample_cfg'] = dict(type='DySample')
+    assert without_scope_keys(edited) == without_scope_keys(twin)
+
+
+@functools.lru_cache(maxsize=None)
+def meta_build(relative_path):
+    """(parameter count, {module path: [(upsampler class, in_channels)]}) of the full-size
+    model, built on the meta device in its package's scope."""
+    from mmengine.registry import DefaultScope
+    if is_mmseg(relative_path):
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules as register_mmseg
+        register_mmseg(init_default_scope=False)
+    else:
+        from mmdet.registry import MODELS
+    with torch.device('meta'), DefaultScope.overwrite_default_scope(
+            'mmseg' if is_mmseg(relative_path) else 'mmdet'):
+        model = MODELS.build(copy.deepcopy(load(relative_path).model))
+    sites = {name: [(type(u).__name__, u.in_channels) for u in module]
+             for name, module in model.named_modules() if name.endswith('upsamplers')
+             and module is not None}
+    return sum(p.numel() for p in model.parameters()), sites
+
+
+@pytest.mark.parametrize('relative_path', sorted(NEW_FAMILIES))
+def test_new_dysample_configs_build_at_full_size_with_exact_deltas(relative_path):
+    baseline, sites, delta = NEW_FAMILIES[relative_path]
+    params, built_sites = meta_build(relative_path)
+    baseline_params, baseline_sites = meta_build(baseline)
+    assert baseline_sites == {}
+    assert built_sites == {path: [('DySample', c) for c in channels]
+                           for path, channels in sites.items()}
+    assert params - baseline_params == delta
+
+
+def test_new_family_deltas_spelled_out():
+    assert lp_dysample_params(128) + lp_dysample_params(256) == 4_128 + 8_224 == 12_352
+    assert 4 * 8_224 - (256 * 256 * 4 + 256) == -229_504

@@ -50,12 +50,12 @@ def tool_env(threads: int = 1) -> dict:
     return env
 
 
-def run_tool(args, timeout=240, env=None) -> subprocess.CompletedProcess:
+def run_tool(args, timeout=600, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=REPO_ROOT, env=env or tool_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 
-def train(config: str, work_dir: str, options, extra_args=(), timeout=240):
+def train(config: str, work_dir: str, options, extra_args=(), timeout=600):
     """``tools/train.py config --work-dir work_dir [extra] --cfg-options options``."""
     args = [sys.executable, osp.join(TOOLS_DIR, 'train.py'), config, '--work-dir',
             str(work_dir), *extra_args, '--cfg-options', *options]

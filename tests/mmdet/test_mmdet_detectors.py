@@ -1,8 +1,10 @@
 """Whole detectors from our configs, shrunk to CPU size: one train step and one predict step.
 
 The configs are the real ones under configs/ (Faster R-CNN, Mask R-CNN, Panoptic FPN with
-DySample in the FPN); only widths/depth are reduced (ResNet-18 with 8 base channels, 32-channel
-FPN and heads) and the ImageNet checkpoint is dropped.
+DySample in the FPN; Mask R-CNN with DySample in the mask head too; RTMDet-s, YOLOX-s and
+Mask2Former with DySample in their necks/pixel decoders); only widths/depths are reduced
+(e.g. ResNet-18 with 8 base channels, 32-channel necks and heads) and ImageNet checkpoints
+are dropped.
 """
 import functools
 from pathlib import Path
@@ -110,8 +112,8 @@ def test_faster_rcnn_dysample_plus_init_train_and_predict():
 
 
 def test_faster_rcnn_on_odd_image_size_through_the_whole_detector():
-    """75x100 images, no padding: ResNet gives levels 19x25, 10x13, 5x7, 3x4, so every
-    top-down step upsamples one pixel too many and crops it."""
+    """75x100 images, no padding: ResNet gives levels 19x25, 10x13, 5x7, 3x4, so no
+    top-down step is an exact x2; each goes straight to the finer level's size."""
     model = tiny_detector('faster_rcnn_dysample.py', pad_size_divisor=1)
     assert [type(u) for u in model.neck.upsamplers] == [DySample] * 3
     assert not model.neck.upsamplers[0].dyscope and model.neck.upsamplers[0].groups == 4
@@ -164,3 +166,53 @@ def test_panoptic_fpn_train_and_predict():
         assert torch.count_nonzero(upsampler.offset.weight.grad) > 0
     for result in results:
         assert result.pred_panoptic_seg.sem_seg.shape == (1, 96, 128)  # ori_shape
+
+
+@pytest.mark.slow
+def test_mask_rcnn_with_dysample_in_the_mask_head_train_and_predict():
+    model = tiny_detector(
+        'mask_rcnn/mask-rcnn_r50_fpn-dysample-lpg4-mask-head-dysample-lpg4_1x_coco.py')
+    head = model.roi_head.mask_head
+    assert head.upsample is None and [type(u) for u in head.upsamplers] == [DySample]
+    assert head.upsamplers[0].in_channels == FPN_CHANNELS
+    assert 0 < head.upsamplers[0].offset.weight.std() < 0.01  # DySample's own init
+    losses, results = train_and_predict(model, (3, 96, 128), with_mask=True)
+    assert 'loss_mask' in losses
+    assert torch.count_nonzero(head.upsamplers[0].offset.weight.grad) > 0
+    for weight in offset_weights(model):
+        assert torch.count_nonzero(weight.grad) > 0
+    for result in results:
+        assert result.pred_instances.masks.shape[1:] == (96, 128)
+
+
+def tiny_single_stage(config_name):
+    """RTMDet-s / YOLOX-s at CPU size: the CSP backbone at 1/8 width and 1/3 depth
+    (channels 32, 64, 128 at strides 8, 16, 32), 32-channel neck and head."""
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(str(CONFIGS / config_name)).model
+    cfg.backbone.update(deepen_factor=0.33, widen_factor=0.125, init_cfg=None)
+    cfg.neck.update(in_channels=[32, 64, 128], out_channels=32, num_csp_blocks=1)
+    cfg.bbox_head.update(in_channels=32, feat_channels=32)
+    cfg.data_preprocessor.batch_augments = None
+    cfg.test_cfg.score_thr = 0.0
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config_name', [
+    'rtmdet/rtmdet_cspnext-s_pafpn-dysample-lpg4_8xb32-300e_coco.py',
+    'yolox/yolox_csp-darknet-s_pafpn-dysample-lpg4_8xb8-300e_coco.py'])
+def test_rtmdet_and_yolox_train_and_predict(config_name):
+    model = tiny_single_stage(config_name)
+    upsamplers = model.neck.upsamplers
+    assert [(type(u), u.in_channels) for u in upsamplers] == [(DySample, 32), (DySample, 64)]
+    for upsampler in upsamplers:  # the neck's Kaiming init did not overwrite DySample's
+        assert 0 < upsampler.offset.weight.std() < 0.01
+    losses, results = train_and_predict(model, (3, 96, 128))
+    assert any(k.startswith('loss_cls') for k in losses)
+    for upsampler in upsamplers:
+        assert torch.count_nonzero(upsampler.offset.weight.grad) > 0
+    assert len(results) == 2 and all(r.pred_instances.bboxes.shape[1] == 4 for r in results)

@@ -101,6 +101,7 @@ def trained_on_tiny_coco(tmp_path_factory):
     return workspace
 
 
+@pytest.mark.slow
 def test_dist_train_on_cpu_runs_the_config_on_coco_layout(trained_on_tiny_coco):
     work = trained_on_tiny_coco / 'work'
     (log_file,) = work.glob('*/*.log')
@@ -123,6 +124,7 @@ def test_dist_train_on_cpu_runs_the_config_on_coco_layout(trained_on_tiny_coco):
     assert checkpoint['state_dict']['neck.upsamplers.0.offset.weight'].shape == (32, 32, 1, 1)
 
 
+@pytest.mark.slow
 def test_test_tool_evaluates_the_checkpoint_and_dumps_predictions(trained_on_tiny_coco):
     workspace = trained_on_tiny_coco
     result = run_tool([sys.executable, str(TOOLS / 'test.py'), str(TOP_LEVEL_CONFIG),

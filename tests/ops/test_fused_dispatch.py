@@ -57,19 +57,57 @@ def test_use_fused_call_and_context_manager():
     assert path_taken() == 'fused'
 
 
+@pytest.mark.usefixtures('no_fused_env')
+def test_use_fused_is_per_thread():
+    """Eight threads enter ``use_fused`` blocks with alternating settings, all are inside at
+    once, then leave in the reverse order of entering: each must see its own setting inside
+    and the default (on) after, whatever the others did; the main thread is never affected.
+    (A process-wide switch ends with the setting of whichever thread restored last.)"""
+    import threading
+    threads = 8
+    entered = [threading.Event() for _ in range(threads)]
+    leave = [threading.Event() for _ in range(threads)]
+    seen = {}
+
+    def worker(index):
+        if index:
+            entered[index - 1].wait(10)  # enter in index order
+        with use_fused(index % 2 == 0):
+            entered[index].set()
+            leave[index].wait(10)
+            seen[index, 'inside'] = fused_enabled()
+        seen[index, 'after'] = fused_enabled()
+        if index:
+            leave[index - 1].set()  # leave in reverse order
+
+    workers = [threading.Thread(target=worker, args=(i, )) for i in range(threads)]
+    for w in workers:
+        w.start()
+    entered[-1].wait(10)
+    assert fused_enabled()  # main thread
+    leave[-1].set()
+    for w in workers:
+        w.join(10)
+    assert fused_enabled()
+    assert {i: seen[i, 'inside'] for i in range(threads)} == {
+        i: i % 2 == 0 for i in range(threads)}
+    assert all(seen[i, 'after'] for i in range(threads))
+
+    def plain_call():
+        use_fused(False)
+        seen['plain'] = fused_enabled()
+
+    thread = threading.Thread(target=plain_call)
+    thread.start()
+    thread.join(10)
+    assert seen['plain'] is False and fused_enabled()
+
+
 def test_use_fused_rejects_non_bool():
     with pytest.raises(TypeError, match='enabled must be True or False'):
         use_fused('no')
     with pytest.raises(TypeError, match='enabled must be True or False'):
         use_fused(0)
-
-
-@pytest.fixture
-def fresh_loader(monkeypatch):
-    """Forget the loaded extension for this test (restored afterwards)."""
-    monkeypatch.delenv('MMDYSAMPLE_FUSED', raising=False)
-    monkeypatch.setattr(extension_module, '_extension', None)
-    monkeypatch.setattr(extension_module, '_load_error', None)
 
 
 def check_one_warning_and_reference_results(*reasons):

@@ -6,6 +6,9 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(REPO, 'tools')
+if TOOLS not in sys.path:  # the tools import their shared helpers as `import tool_helpers`
+    sys.path.append(TOOLS)
 
 
 def load_tool(name: str):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tools_testing import DEMO_SEG_BILINEAR, DEMO_SEG_DYSAMPLE
+from tools_testing import DEMO_SEG_BILINEAR, DEMO_SEG_DYSAMPLE, REPO
 
 
 @pytest.fixture(scope='module')
@@ -46,10 +46,14 @@ def test_train_step_comparison(report):
 
 
 def test_paper_rows(analyze_tool):
-    name = 'segformer_mit-b1_{}_8xb2-160k_ade20k-512x512.py'
+    # from the metafiles: the config of each Table 4 row
+    name = os.path.join(REPO, 'configs', 'segformer',
+                        'segformer_mit-b1_{}_8xb2-160k_ade20k-512x512.py')
     assert analyze_tool.paper_row(name.format('dysample-s-plus')) == 'DySample-S+'
     assert analyze_tool.paper_row(name.format('dysample')) == 'DySample'
     assert analyze_tool.paper_row(name.format('dysample-lpg1')) is None
-    assert analyze_tool.paper_row('configs/segformer/' + name.format('bilinear')) == 'Bilinear'
+    assert analyze_tool.paper_row(name.format('bilinear')) == 'Bilinear'
+    assert analyze_tool.paper_numbers('Deconv') == dict(params='+3.5M', flops='+34.4G',
+                                                        miou=40.71, biou=25.94)
     with pytest.raises(SystemExit):
         analyze_tool.parse_args(['does/not/exist.py'])

@@ -167,7 +167,7 @@ def test_unmapped_and_bad_maps(convert_tool):
 
 
 def test_cli_with_config(convert_tool, tmp_path):
-    from mmdysample.analysis import build_model
+    from tool_helpers import build_model
     model = build_model(DEMO_SEG_DYSAMPLE)
     state = {k.replace('decode_head.upsamplers.', 'decode_head.upsample_modules.'): v
              for k, v in model.state_dict().items() if not k.endswith('init_pos')}

@@ -7,7 +7,7 @@ import torch
 
 from tools_testing import DEMO_DET_DYSAMPLE, DEMO_SEG_DYSAMPLE
 
-from mmdysample.analysis import build_model
+from tool_helpers import build_model
 
 
 @pytest.fixture(scope='module')

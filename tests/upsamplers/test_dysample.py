@@ -1,4 +1,5 @@
 """The DySample layer against the independent re-statement of the authors' module."""
+import copy
 import math
 
 import pytest
@@ -6,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
 
-from mmdysample.upsamplers import DySample
+from mmdysample.upsamplers import DySample, upsample
 
-from .reference_dysample import ReferenceDySample, reference_init_pos
+from .reference_dysample import (ReferenceDySample, dysample_to_size_scalar_loop,
+                                 reference_init_pos)
 
 VARIANTS = [  # (style, dyscope): DySample, DySample+, DySample-S, DySample-S+
     ('lp', False), ('lp', True), ('pl', False), ('pl', True)
@@ -143,7 +145,6 @@ def test_state_dict_keys_and_shapes_are_the_authors(style, dyscope, scope_bias, 
 def test_parameter_count_c256_x2(style, dyscope, expected):
     layer = DySample(256, 2, style=style, dyscope=dyscope)
     assert sum(p.numel() for p in layer.parameters()) == expected
-    assert expected in (8224, 16416, 1040, 2064)
 
 
 @pytest.mark.parametrize('scale', [2, 3, 4])
@@ -163,13 +164,14 @@ def test_parameter_count_formula(style, scale):
 # ----------------------------------------------------------------- shapes
 
 @pytest.mark.parametrize('style, dyscope', VARIANTS)
-@pytest.mark.parametrize('scale', [2, 3, 4])
-@pytest.mark.parametrize('size', [(1, 1), (5, 7), (8, 3)])
-def test_output_shape(style, dyscope, scale, size):
-    channels = channels_for(style, scale, PAPER_GROUPS[style])
-    layer = DySample(channels, scale, style=style, dyscope=dyscope)
-    out = layer(torch.randn(1, channels, *size))
-    assert out.shape == (1, channels, scale * size[0], scale * size[1])
+def test_one_pixel_input(style, dyscope):
+    """A 1x1 map (both border clamps at once): every output point is that pixel's value.
+    (Output shapes of other sizes are checked by the value tests.)"""
+    layer = randomise(DySample(72, 3, style=style, dyscope=dyscope))
+    x = torch.randn(2, 72, 1, 1)
+    with torch.no_grad():
+        out = layer(x)
+    torch.testing.assert_close(out, x.expand(2, 72, 3, 3), atol=0, rtol=0)
 
 
 def test_default_groups_are_the_papers():
@@ -249,6 +251,46 @@ def test_nearest_init_with_zero_offsets_gives_nearest_interpolation(scale, style
     torch.testing.assert_close(out, F.interpolate(x, scale_factor=scale, mode='nearest'),
                                atol=1e-5, rtol=0)
     assert not layer.init_pos.any()
+
+
+# ------------------------------------------------------------ any output size
+
+@pytest.mark.parametrize('style, dyscope', VARIANTS)
+def test_forward_to_any_size(style, dyscope):
+    """``forward(x, size)``: the natural size is the x2 path bit for bit; other sizes sample at
+    F.interpolate's positions plus the learned offset of the sub-pixel each point falls in
+    (the rational-arithmetic loop over the layer's own learned offsets); zero offsets give
+    F.interpolate at odd and non-integer ratios."""
+    layer = randomise(DySample(16, 2, style=style, dyscope=dyscope), std=0.5).double()
+    assert DySample.accepts_size
+    x = torch.randn(1, 16, 4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, size=(8, 12)), layer(x), atol=0, rtol=0)
+        out = layer(x, size=(9, 7))
+        expected = dysample_to_size_scalar_loop(x, layer.learned_offsets(x), (9, 7), 2,
+                                                layer.groups)
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+        torch.nn.init.zeros_(layer.offset.weight)
+        torch.nn.init.zeros_(layer.offset.bias)
+        for size in ((9, 13), (7, 10), (13, 23)):
+            torch.testing.assert_close(
+                layer(x, size=size),
+                F.interpolate(x, size=size, mode='bilinear', align_corners=False), atol=1e-12,
+                rtol=0)
+
+
+def test_upsampling_site_uses_the_size_path():
+    layer = randomise(DySample(16, 2), std=0.5)
+    x = torch.randn(1, 16, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(upsample(layer, x, size=(11, 13)), layer(x, size=(11, 13)),
+                                   atol=0, rtol=0)
+
+
+@pytest.mark.parametrize('size', [(0, 4), (4, ), 8, (4.5, 4), '44'])
+def test_forward_rejects_bad_sizes(size):
+    with pytest.raises(ValueError, match='size must be a pair of positive integers'):
+        DySample(16)(torch.randn(1, 16, 3, 3), size=size)
 
 
 def check_paper_init(layer):
@@ -359,29 +401,29 @@ def test_gradcheck_wrt_input_and_conv_parameters(style, dyscope):
 
 # -------------------------------------------------------------- low precision
 
+@pytest.mark.slow
 @pytest.mark.parametrize('style, dyscope', VARIANTS)
-@pytest.mark.parametrize('dtype, atol', [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
-def test_cpu_autocast_runs_close_to_float32(style, dyscope, dtype, atol):
-    layer = randomise(DySample(32, 2, style=style, dyscope=dyscope), std=0.1)
-    x = torch.randn(2, 32, 5, 7)
+def test_low_precision_error_is_the_output_rounding_at_fpn_sizes(style, dyscope):
+    """bf16/fp16 features, under ``torch.autocast('cpu')`` and in a bf16/fp16 module, at an
+    FPN size (width 168: bfloat16 cannot hold the coordinate 167.75) against the float64
+    module on the same rounded input. Positions computed in the feature's dtype were off by
+    up to 1.19 (bf16 autocast), 5.7 (bf16 module), 0.13 / 0.44 (fp16)."""
+    layer = DySample(64, 2, style=style, dyscope=dyscope)
     with torch.no_grad():
-        expected = layer(x)
-        with torch.autocast('cpu', dtype=dtype):
-            out = layer(x)
-    assert out.dtype == x.dtype
-    assert out.shape == expected.shape
-    torch.testing.assert_close(out.float(), expected, atol=atol, rtol=0)
-
-
-@pytest.mark.parametrize('dtype, atol', [(torch.bfloat16, 1e-1), (torch.float16, 2e-2)])
-def test_low_precision_layer_runs_close_to_float32(dtype, atol):
-    layer = randomise(DySample(16, 2, style='pl', dyscope=True), std=0.1)
-    x = torch.randn(1, 16, 5, 7)
-    with torch.no_grad():
-        expected = layer(x)
-        out = layer.to(dtype)(x.to(dtype))
-    assert out.dtype == dtype
-    torch.testing.assert_close(out.float(), expected, atol=atol, rtol=0)
+        for parameter in layer.parameters():
+            parameter.normal_(0, 0.02)
+    x = torch.randn(1, 64, 32, 168)  # the width is what matters; short for speed
+    for dtype, atol in ((torch.bfloat16, 0.06), (torch.float16, 0.01)):
+        rounded = x.to(dtype)
+        with torch.no_grad():
+            expected = copy.deepcopy(layer).double()(rounded.double())
+            with torch.autocast('cpu', dtype=dtype):
+                autocast_out = layer(rounded)
+            module_out = copy.deepcopy(layer).to(dtype)(rounded)
+        for name, out in (('autocast', autocast_out), ('module', module_out)):
+            error = (out.double() - expected).abs().max().item()
+            assert error <= atol, f'{name} {dtype}: max abs error {error:.3f} > {atol}'
+            assert out.dtype == dtype, name
 
 
 # ------------------------------------------------------------------ errors

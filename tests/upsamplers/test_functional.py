@@ -378,3 +378,25 @@ def test_min_distance_to_kink_helper_sees_integer_positions():
     assert min_distance_to_kink(offset, 2, 1, 2, 2) == 0
     offset = init_sampling_positions(2, 1, dtype=torch.float64).expand(1, 8, 2, 2)
     assert math.isclose(min_distance_to_kink(offset, 2, 1, 2, 2), 0.25)
+
+
+@pytest.mark.parametrize('kwargs', [dict(), dict(up_group=2, up_kernel=3, encoder_kernel=1,
+                                                 encoder_dilation=2)])
+def test_carafe_layer_is_mmcv_carafepack_bit_for_bit(kwargs):
+    """The CARAFE layer (which imports no mmcv) initialises and normalises its kernels exactly
+    as mmcv's CARAFEPack: same RNG draws, same keys, same kernels."""
+    from mmcv.ops import CARAFEPack
+
+    from mmdysample.upsamplers import CARAFE
+    torch.manual_seed(3)
+    pack = CARAFEPack(16, 2, **kwargs)
+    torch.manual_seed(3)
+    layer = CARAFE(16, 2, **kwargs)
+    assert list(layer.state_dict()) == list(pack.state_dict())
+    for key, value in pack.state_dict().items():
+        torch.testing.assert_close(layer.state_dict()[key], value, atol=0, rtol=0)
+    x = torch.randn(1, 16, 5, 6)
+    with torch.no_grad():
+        theirs = pack.kernel_normalizer(pack.content_encoder(pack.channel_compressor(x)))
+        ours = layer.kernel_normalizer(layer.content_encoder(layer.channel_compressor(x)))
+    torch.testing.assert_close(ours, theirs, atol=0, rtol=0)

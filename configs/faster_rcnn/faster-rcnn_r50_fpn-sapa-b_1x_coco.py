@@ -1,0 +1,9 @@
+# Faster R-CNN R50-FPN, 1x schedule, COCO. FPN top-down upsampling: SAPA-B (kernel 5,
+# 32-channel query/key with bias, GroupNorm; 17,472 parameters per step at 256 channels),
+# guided by the lateral of the target level. Paper Table 6: 37.8 box AP (+0.1M with 4
+# steps).
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmdysample'], allow_failed_imports=False)
+
+model = dict(neck=dict(upsample_cfg=dict(type='SAPA-B')))
