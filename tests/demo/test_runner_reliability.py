@@ -36,7 +36,7 @@ def test_resume_skips_truncated_checkpoint_and_continues_bit_for_bit(tiny_data, 
     writes the iter_4 weights of the uninterrupted run, logging its losses."""
     options = detection_options(tiny_data) + [
         'randomness.seed=None', 'default_hooks.checkpoint.interval=2',
-        'train_cfg.max_iters=4'
+        'default_hooks.checkpoint.max_keep_ckpts=2', 'train_cfg.max_iters=4'
     ]
     work = tmp_path / 'work'
     _check(train(DETECTOR, work, options))
