@@ -8,7 +8,6 @@ import copy
 import functools
 from pathlib import Path
 
-import mmengine.config.utils as mmengine_config_utils
 import pytest
 import torch
 from mmengine.config import Config
@@ -17,6 +16,10 @@ from mmengine.registry import DefaultScope
 
 import mmdysample  # noqa: F401
 from mmdysample.upsamplers import A2U, FADE, SAPA_B, IndexNet
+
+# the module-scoped, autouse cache of mmengine's metafile parsing (``mmdet::``/``mmseg::``
+# bases otherwise re-read every upstream metafile for each config)
+from test_mmdet_configs import cached_mim_metainfo  # noqa: F401, E402  isort: skip
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
 C = 256  # SegFormer-B1 head channels and FPN out_channels
@@ -66,17 +69,6 @@ def twin_of(path):
 
 ALL = [(segformer_path(t), t) for t in GUIDED] + [(detection_path(f, t), t)
                                                   for f in DETECTION for t in GUIDED]
-
-
-@pytest.fixture(scope='module', autouse=True)
-def cached_mim_metainfo():
-    """``mmdet::``/``mmseg::`` bases make mmengine parse every metafile of the upstream
-    package for each config; they do not change during a test run."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mmengine_config_utils, '_get_cfg_metainfo',
-                      functools.lru_cache(maxsize=None)(
-                          mmengine_config_utils._get_cfg_metainfo))
-        yield
 
 
 @pytest.fixture(autouse=True)
