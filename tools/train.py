@@ -16,10 +16,11 @@ Differences from upstream, all additive:
   annotation files, image/label directories, evaluator annotation files) are checked, and
   a missing one stops the run at once with its path and how to prepare the dataset;
 * checkpoints carry the generator states of every process (``RandomStateHook`` is added
-  to ``custom_hooks``), SIGTERM/SIGUSR1 make the run write a checkpoint at the end of the
-  current iteration and exit with status 128 + signal (``PreemptionCheckpointHook``), and ``--resume`` without a path takes the newest checkpoint of the
-  work directory that loads (skipping unreadable ones with a warning), reusing its seed when
-  ``randomness.seed`` is unset: a resumed run continues bit for bit;
+  to ``custom_hooks``); SIGTERM/SIGUSR1 make the run write a checkpoint at the end of the
+  current iteration and exit with status 128 + signal (``PreemptionCheckpointHook``);
+  ``--resume`` without a path takes the newest checkpoint of the work directory that loads
+  (skipping unreadable ones with a warning), reusing its seed when ``randomness.seed`` is
+  unset: a resumed run continues bit for bit (docs/training.md, "Preemption and resume");
 * ``--amp`` without an accelerator stops with a clear message instead of mmengine's
   assertion deep in the runner.
 

@@ -12,6 +12,6 @@ from .rng_state_hook import RandomStateHook, capture_random_states, restore_rand
 __all__ = [
     'AtomicLocalBackend', 'CheckpointHook', 'atomic_write', 'CheckpointError',
     'configure_resume', 'ensure_custom_hooks', 'find_resumable_checkpoint',
-    'load_resumable_checkpoint', 'PreemptionCheckpointHook', 'RandomStateHook', 'capture_random_states',
-    'restore_random_states'
+    'load_resumable_checkpoint', 'PreemptionCheckpointHook', 'RandomStateHook',
+    'capture_random_states', 'restore_random_states'
 ]

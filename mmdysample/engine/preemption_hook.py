@@ -47,22 +47,22 @@ class PreemptionCheckpointHook(Hook):
             self.signals.append(number)
         self.received: Optional[int] = None
         self.stopped_by: Optional[int] = None
+        # Installed when the hook is built (with the runner), before the data loader forks
+        # its worker processes: they inherit the handler, so a signal sent to the whole
+        # process group (as Slurm does) does not kill them before the checkpoint is written.
         self._previous_handlers = {}
-
-    def _on_signal(self, signum, frame) -> None:
-        self.received = signum
-
-    def before_train(self, runner) -> None:
         for number in self.signals:
             try:
                 self._previous_handlers[number] = signal.signal(number, self._on_signal)
             except ValueError:  # not the main thread: signals cannot be handled here
-                print_log('PreemptionCheckpointHook: training does not run in the main '
-                          'thread, preemption signals are not handled', logger='current',
-                          level=30)
-                return
+                print_log('PreemptionCheckpointHook: not built in the main thread, '
+                          'preemption signals are not handled', logger='current', level=30)
+                break
 
-    def after_train(self, runner) -> None:
+    def _on_signal(self, signum, frame) -> None:
+        self.received = signum
+
+    def after_run(self, runner) -> None:
         for number, handler in self._previous_handlers.items():
             signal.signal(number, handler)
         self._previous_handlers = {}
@@ -89,10 +89,9 @@ class PreemptionCheckpointHook(Hook):
                       f'interrupted epoch)', logger='current', level=30)
             raise SystemExit(128 + signum)  # an epoch loop would finish its epoch first
         hook = checkpoint_hooks[0]
-        just_saved = bool(hook.keep_ckpt_ids) and hook.keep_ckpt_ids[-1] == step
-        just_saved = just_saved or str(getattr(hook, 'last_ckpt', None) or '').endswith(
-            hook.filename_tmpl.format(step))
-        if not just_saved:
+        # the CheckpointHook may have written this step's checkpoint right before
+        last = str(getattr(hook, 'last_ckpt', None) or '')
+        if not last.endswith(hook.filename_tmpl.format(step)):
             hook._save_checkpoint_with_step(runner, step, meta=dict(epoch=runner.epoch,
                                                                     iter=step))
         print_log(f'{name} received: checkpoint of iteration {step} written, training '

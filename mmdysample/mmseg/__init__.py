@@ -9,7 +9,9 @@ subclass that is the upstream module unless its ``upsample_cfg`` names an upsamp
 - ``'UPerHead'``: ``decode_head.upsample_cfg``, 9 (3 top-down + 1 + 2 + 3 to 1/4);
 - ``'DepthwiseSeparableASPPHead'``: ``decode_head.upsample_cfg``, 1 (DeepLabV3+);
 - ``'FPN'``: ``neck.upsample_cfg``, 3 (Semantic FPN);
-- ``'FPNHead'``: ``decode_head.upsample_cfg``, 6 (0 + 1 + 2 + 3).
+- ``'FPNHead'``: ``decode_head.upsample_cfg``, 6 (0 + 1 + 2 + 3);
+- ``'MaskFormerHead'``: no new key; gives a learned ``mmdet.PixelDecoder``
+  (``decode_head.pixel_decoder.upsample_cfg``) mmdet's input projection.
 
 and registers the DepthFormer modules (:mod:`mmdysample.mmseg.depth`, Table 9). MaskFormer's
 and Mask2Former's pixel decoders are mmdet's modules: :mod:`mmdysample.mmdet`.
@@ -17,8 +19,11 @@ and Mask2Former's pixel decoders are mmdet's modules: :mod:`mmdysample.mmdet`.
 from . import depth  # noqa: F401  (DepthFormer modules, Table 9)
 from .fpn import FPN
 from .fpn_head import FPNHead
+from .maskformer_head import MaskFormerHead
 from .segformer_head import SegformerHead
 from .sep_aspp_head import DepthwiseSeparableASPPHead
 from .uper_head import UPerHead
 
-__all__ = ['SegformerHead', 'UPerHead', 'DepthwiseSeparableASPPHead', 'FPN', 'FPNHead']
+__all__ = [
+    'SegformerHead', 'UPerHead', 'DepthwiseSeparableASPPHead', 'FPN', 'FPNHead', 'MaskFormerHead'
+]

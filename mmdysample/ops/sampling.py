@@ -11,9 +11,12 @@ kernel as one opaque node with a known output shape instead of falling back:
 Each has the C++ kernel for CPU tensors, the reference formulation (``F.grid_sample``) for any
 other device, and a fake (meta) implementation for tracing. Autograd is registered on the
 forward op; a double backward (``create_graph=True``) differentiates the reference formulation.
+Eager calls reach the same CPU kernels through an ``autograd.Function`` (the op's Python
+dispatch measured 0.4 ms a call against 15 us for the kernel on a 1x8x4x5 input, on the shared
+2-core dev machine under load); ``torch.compile`` traces the op.
 """
 import threading
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
@@ -109,26 +112,47 @@ def _setup_context(ctx, inputs, output):
     ctx.config = (scale_factor, groups)
 
 
-def _backward(ctx, grad_out):
-    x, offset = ctx.saved_tensors
-    scale_factor, groups = ctx.config
-    need_x, need_offset = ctx.needs_input_grad[:2]
+def _gradients(grad_out, x, offset, scale_factor, groups, need_x, need_offset, fused_backward):
+    """Gradients wrt ``x`` and ``offset`` (``None`` where not needed): by ``fused_backward``,
+    or, when a double backward will follow (``create_graph=True``: grad mode is on inside a
+    backward), through the reference formulation so that they are differentiable."""
     if torch.is_grad_enabled():
-        # create_graph=True (double backward, e.g. a gradient penalty): the gradients must
-        # themselves be differentiable, so take them through the reference formulation
         wanted = [t for t, need in ((x, need_x), (offset, need_offset)) if need]
         grads = iter(torch.autograd.grad(
             grid_sample_dysample(x, offset, scale_factor, groups), wanted, grad_out,
             create_graph=True))
-        grad_x = next(grads) if need_x else None
-        grad_offset = next(grads) if need_offset else None
-        return grad_x, grad_offset, None, None
-    grad_x, grad_offset = _sample_backward_op(grad_out, x, offset, scale_factor, groups,
-                                              need_x, need_offset)
-    return grad_x if need_x else None, grad_offset if need_offset else None, None, None
+        return (next(grads) if need_x else None), (next(grads) if need_offset else None)
+    grad_x, grad_offset = fused_backward(grad_out, x, offset, scale_factor, groups, need_x,
+                                         need_offset)
+    return (grad_x if need_x else None), (grad_offset if need_offset else None)
+
+
+def _backward(ctx, grad_out):
+    x, offset = ctx.saved_tensors
+    need_x, need_offset = ctx.needs_input_grad[:2]
+    return _gradients(grad_out, x, offset, *ctx.config, need_x, need_offset,
+                      _sample_backward_op) + (None, None)
 
 
 _sample_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _FusedSample(torch.autograd.Function):
+    """The eager path to the same CPU kernels as the custom op, without the op's Python
+    dispatch cost (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, offset, scale_factor, groups):
+        ctx.save_for_backward(x, offset)
+        ctx.config = (scale_factor, groups)
+        return _sample_cpu(x, offset, scale_factor, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, offset = ctx.saved_tensors
+        need_x, need_offset = ctx.needs_input_grad[:2]
+        return _gradients(grad_out, x, offset, *ctx.config, need_x, need_offset,
+                          _sample_backward_cpu) + (None, None)
 
 
 # ------------------------------------------------------------------- rounding probe
@@ -215,7 +239,8 @@ def fused_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
         RuntimeError: if the extension cannot be built.
     """
     _extension()  # raise here, not inside the op, when the kernel cannot be built
-    return _sample_op(_dense(x), offset.contiguous(), int(scale_factor), int(groups))
+    sample = _sample_op if torch.compiler.is_compiling() else _FusedSample.apply
+    return sample(_dense(x), offset.contiguous(), int(scale_factor), int(groups))
 
 
 @torch.compiler.assume_constant_result

@@ -48,17 +48,26 @@ def _run(context, target, *args, timeout=300):
 
 @pytest.fixture(scope='module')
 def uninterrupted_run(processes, tmp_path_factory):
-    """MAX_ITERS iterations with seed 0, checkpoint after each; (work dir, seconds taken)."""
+    """MAX_ITERS iterations with seed 0, checkpoint after each (the last two kept)."""
     work_dir = str(tmp_path_factory.mktemp('uninterrupted'))
-    start = time.perf_counter()
     assert _run(processes, engine_training.train_with_auto_resume, work_dir, MAX_ITERS, 0) == 0
-    return work_dir, time.perf_counter() - start
+    return work_dir
 
 
 def _assert_same_weights(a, b):
     assert a.keys() == b.keys()
     for key in a:
+        assert torch.isfinite(a[key]).all(), key
         assert torch.equal(a[key], b[key]), key
+
+
+def _last_checkpoint_iter(work_dir):
+    try:
+        with open(osp.join(work_dir, 'last_checkpoint')) as f:
+            name = osp.basename(f.read().strip())
+    except FileNotFoundError:
+        return 0
+    return int(name[len('iter_'):-len('.pth')]) if name else 0
 
 
 def _checkpoints(work_dir):
@@ -69,21 +78,32 @@ def _checkpoints(work_dir):
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(
         tmp_path, processes, uninterrupted_run, seed):
     """A run checkpointing after every iteration is SIGKILLed KILLS times at random moments
-    (start-up, iterations, checkpoint writes), restarted with auto-resume each time, and
+    (in iterations and checkpoint writes), restarted with auto-resume each time, and
     ends with the weights of an uninterrupted run with the same seed, bit for bit. With the
     seed unset the run draws one at its first start; the uninterrupted run is given it."""
-    straight, duration = uninterrupted_run
+    straight = uninterrupted_run
     killed = str(tmp_path / 'killed')
     rng = random.Random(seed)
-    kills = 0
+    # one iteration with its checkpoint write, as the uninterrupted run took it
+    iteration_s = os.stat(osp.join(straight, f'iter_{MAX_ITERS}.pth')).st_mtime - \
+        os.stat(osp.join(straight, f'iter_{MAX_ITERS - 1}.pth')).st_mtime
+    reached, kills = 0, 0
     for _ in range(KILLS):
+        # wait for a random checkpoint ahead (the restarted run has resumed and trains),
+        # then kill at a random moment of the next iteration(s), checkpoint writes included
+        target = reached + rng.randint(1, 2)
         process = processes.Process(target=engine_training.train_with_auto_resume,
                                     args=(killed, MAX_ITERS, seed))
         process.start()
-        time.sleep(rng.uniform(0.3, 0.9) * duration)
+        deadline = time.time() + 240
+        while _last_checkpoint_iter(killed) < target and process.is_alive() \
+                and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, iteration_s))
         kills += process.is_alive()
         engine_training.kill(process)
-    assert kills >= 2  # the kills hit running trainings
+        reached = _last_checkpoint_iter(killed)
+    assert kills == KILLS and reached < MAX_ITERS  # every kill hit a running training
     assert _run(processes, engine_training.train_with_auto_resume, killed, MAX_ITERS, seed) == 0
     final = osp.join(killed, f'iter_{MAX_ITERS}.pth')
     if seed is None:
@@ -148,7 +168,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint_and_stops(tmp_path, pro
     assert load_resumable_checkpoint(osp.join(work_dir, 'iter_2.pth'))['meta']['iter'] == 2
 
 
-def test_resume_skips_unreadable_newest_checkpoint_with_a_warning(tmp_path, caplog):
+def test_resume_skips_unreadable_newest_checkpoint_with_a_warning(tmp_path, capfd):
     """Checkpoints 2 and 4; iter_4.pth truncated: auto-resume names it in a warning, resumes
     from iter_2 and reaches the uninterrupted run's iter_4 weights."""
     work_dir = tmp_path / 'work'
@@ -158,11 +178,12 @@ def test_resume_skips_unreadable_newest_checkpoint_with_a_warning(tmp_path, capl
     newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 2])
 
     cfg = tiny_config(work_dir, max_iters=4, interval=2, seed=None)
-    with caplog.at_level('WARNING'):
-        chosen = configure_resume(cfg, 'auto')
+    capfd.readouterr()
+    chosen = configure_resume(cfg, 'auto')
     assert chosen == str(work_dir / 'iter_2.pth')
-    assert f'Skipping {newest} for resuming' in caplog.text
-    assert 'cannot be loaded (truncated or corrupt?)' in caplog.text
+    output = ''.join(capfd.readouterr())  # mmengine's logger prints the warning
+    assert f'WARNING - Skipping {newest} for resuming: checkpoint {newest} cannot be loaded ' \
+        '(truncated or corrupt?)' in output
     train(cfg)
     _assert_same_weights(state_dict(work_dir / 'iter_4.pth'), expected)
 
@@ -194,7 +215,7 @@ def test_sigterm_writes_a_checkpoint_and_stops_then_resume_is_exact(tmp_path, pr
     """SIGTERM (Slurm's preemption signal) during a run that checkpoints only at its end:
     it writes a checkpoint of the current iteration, exits with 128 + 15, and the resumed
     run ends with the uninterrupted run's weights."""
-    max_iters = 40
+    max_iters = 24
     straight, stopped = str(tmp_path / 'straight'), str(tmp_path / 'stopped')
     assert _run(processes, engine_training.train_with_preemption_hook, straight, max_iters) == 0
     process = processes.Process(target=engine_training.train_with_preemption_hook,
@@ -221,3 +242,30 @@ def test_preemption_hook_rejects_unknown_signal_names():
     with pytest.raises(ValueError, match=r"signals must name signals such as 'SIGTERM'.*"
                                          r"got 'TERM'"):
         PreemptionCheckpointHook(signals=('TERM', ))
+
+
+def test_two_process_run_resumes_as_one_process(tmp_path, processes):
+    """A 2-process gloo run (checkpoints at 2 and 4) resumed as 1 process runs to the end:
+    the per-rank generator states cannot map onto one rank, so they are not restored and a
+    warning says so (old hook: rank 0's CUDA states set on every device, failing with
+    fewer GPUs)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    work_dir = str(tmp_path / 'work')
+    workers = [processes.Process(target=engine_training.distributed_worker,
+                                 args=(rank, 2, port, work_dir, 4)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(300)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    saved = torch.load(osp.join(work_dir, 'iter_4.pth'), map_location='cpu',
+                       weights_only=False)['rng_states']
+    assert len(saved) == 2  # one entry per rank
+
+    assert _run(processes, engine_training.train_with_auto_resume, work_dir, 6, None) == 0
+    assert load_resumable_checkpoint(osp.join(work_dir, 'iter_6.pth'))['meta']['iter'] == 6
+    log = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))[-1]  # the resumed run's
+    assert 'holds the generator states of 2 process(es), this run has 1' in open(log).read()

@@ -114,6 +114,18 @@ def test_each_step_goes_to_the_next_projection_with_it_as_guide(height, width):
             assert x.shape[2:] == projections[target + 1].shape[2:]
 
 
+@pytest.mark.parametrize('guided', ['FADE', 'SAPA-B'])
+def test_guided_upsamplers_build_with_the_head_channels_and_run_at_odd_sizes(guided):
+    # 32 channels: SAPA-B's group norm takes multiples of 32
+    head = SegformerHead(upsample_cfg=dict(type=guided), **head_kwargs(channels=32)).eval()
+    assert len(head.upsamplers) == 6
+    assert all(up.requires_guide and up.in_channels == up.guide_channels == 32
+               for up in head.upsamplers)
+    with torch.no_grad():
+        out = head(pyramid(25, 17))
+    assert out.shape == (2, 5, 25, 17) and torch.isfinite(out).all()
+
+
 def bilinear_chain_reference(head, feats):
     """Every input projected, then resized step by step through the finer projections'
     sizes with F.interpolate(bilinear): the learned path when each step is bilinear."""

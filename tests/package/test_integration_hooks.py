@@ -119,19 +119,6 @@ def _wait(proc: subprocess.Popen) -> str:
 TASK_LIBRARIES = "[m for m in ('mmdet', 'mmseg', 'mmpretrain') if m in sys.modules]"
 
 
-def test_import_mmdysample_imports_no_task_library():
-    out = _wait(_run(f'''
-        import sys
-        import mmdysample.upsamplers
-        print('upsamplers', {TASK_LIBRARIES})
-        import mmdysample
-        print('package', {TASK_LIBRARIES}, 'DySample' in mmdysample.registered_upsamplers())
-        from mmengine.registry import HOOKS
-        print('hook', HOOKS.get('RandomStateHook') is not None)
-    '''))
-    assert out.strip().split('\n') == ['upsamplers []', 'package [] True', 'hook True']
-
-
 # Builds an FPN with a DySample upsample_cfg and a SegformerHead with one, through the
 # registry named in `how`, and prints the classes it got.
 _BUILD = '''
@@ -140,48 +127,49 @@ fpn = dict(type='FPN', in_channels=[8, 16], out_channels=8, num_outs=2,
            upsample_cfg=dict(type='DySample'))
 head = dict(type='SegformerHead', in_channels=[8, 8, 8, 8], in_index=[0, 1, 2, 3],
             channels=8, num_classes=3, upsample_cfg=dict(type='DySample'))
-def build(scope, cfg):
+def build(scope, cfg, how):
     if how == 'default_scope':  # mmengine imports <scope>.models through the registry
         with DefaultScope.overwrite_default_scope(scope):
             return ROOT.build(cfg)
     registry = __import__(scope + '.registry', fromlist=['MODELS']).MODELS
     return registry.build(cfg)
-for scope, cfg in (('mmdet', fpn), ('mmseg', head)):
-    m = build(scope, cfg)
+def show(scope, cfg, how):
+    m = build(scope, cfg, how)
     print(scope, type(m).__module__, type(m).__name__, len(m.upsamplers))
 '''
 
 
 @pytest.mark.slow
 def test_real_import_orders_register_the_patched_modules(tmp_path):
+    """Two processes, run side by side: mmdysample imported before mmdet/mmseg (the issue's
+    one-liner, a config's custom_imports, mmengine importing mmdet.models through
+    default_scope as the Runner does, a plain script importing an mmseg class by name), and
+    mmdet/mmseg imported before mmdysample."""
     config = tmp_path / 'cfg.py'
     config.write_text("custom_imports = dict(imports=['mmdysample'], "
-                      "allow_failed_imports=False)\n")
+                      "allow_failed_imports=False)\n"
+                      "custom_hooks = [dict(type='RandomStateHook')]\n")
     expected = ['mmdet mmdysample.mmdet.fpn UpsamplerFPN 1',
                 'mmseg mmdysample.mmseg.segformer_head SegformerHead 6']
-    procs = [
-        # a config's custom_imports before mmdet/mmseg are imported; the registry imports
-        # them through default_scope (what mmengine's Runner does)
-        _run(f'''
-            import sys
-            from mmengine.config import Config
-            Config.fromfile({str(config)!r})
-            assert {TASK_LIBRARIES} == [], {TASK_LIBRARIES}
-            how = 'default_scope'
-        ''', _BUILD),
-        # mmdet and mmseg imported first (a plain script), then `import mmdysample`
-        _run('''
-            import mmdet.models, mmseg.models
-            import mmdysample
-            how = 'library registry'
-        ''', _BUILD),
-        # `import mmdysample` first, then upstream classes imported by name
-        _run('''
-            import mmdysample
-            from mmdet.models.necks import FPN
-            from mmseg.models.decode_heads import SegformerHead
-            how = 'library registry'
-        ''', _BUILD),
-    ]
-    for proc in procs:
-        assert _wait(proc).strip().split('\n') == expected
+    before = _run(f'''
+        import sys
+        import mmdysample.upsamplers
+        print({TASK_LIBRARIES})
+        from mmengine.config import Config
+        from mmengine.registry import HOOKS
+        cfg = Config.fromfile({str(config)!r})
+        print({TASK_LIBRARIES}, type(HOOKS.build(cfg.custom_hooks[0])).__name__)
+    ''', _BUILD, '''
+        show('mmdet', fpn, 'default_scope')
+        from mmseg.models.decode_heads import SegformerHead
+        show('mmseg', head, 'library registry')
+    ''')
+    after = _run('''
+        import mmdet.models, mmseg.models
+        import mmdysample
+    ''', _BUILD, '''
+        show('mmdet', fpn, 'library registry')
+        show('mmseg', head, 'library registry')
+    ''')
+    assert _wait(before).strip().split('\n') == ['[]', '[] RandomStateHook'] + expected
+    assert _wait(after).strip().split('\n') == expected

@@ -194,7 +194,7 @@ class DenseDepthHead(BaseDecodeHead):
         """Losses of the predicted depth, resized to the ground truth's size."""
         gt_depth = torch.stack([s.gt_depth_map.data for s in batch_data_samples])
         depth = resize(depth, size=gt_depth.shape[2:], mode='bilinear',
-                       align_corners=self.align_corners)
+                       align_corners=self.align_corners, warning=False)
         losses = {}
         loss_modules = (self.loss_decode
                         if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode])

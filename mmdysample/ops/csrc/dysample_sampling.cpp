@@ -304,28 +304,53 @@ inline void coordinate_grad_point(const T* __restrict__ grad, const T* __restric
 }
 
 // Per-thread work buffers, allocated through ATen's allocator before the parallel region
-// (so that memory profilers see them); thread t of at::parallel_for uses row t.
+// (so that memory profilers see them): `slots` rows, row t for thread t of at::parallel_for.
+// The callers run at most `slots` threads (see scratch_slots), so no thread goes without.
 template <typename T>
 class ThreadScratch {
  public:
-  ThreadScratch(const at::Tensor& like, int64_t per_thread)
+  ThreadScratch(const at::Tensor& like, int64_t per_thread, int64_t slots)
       : per_thread_(per_thread),
-        threads_(at::get_num_threads()),
-        storage_(at::empty({threads_ * per_thread}, like.options().memory_format(
-                                                         at::MemoryFormat::Contiguous))) {}
+        slots_(slots),
+        storage_(at::empty({slots * per_thread}, like.options().memory_format(
+                                                     at::MemoryFormat::Contiguous))) {}
   // this thread's buffer (a private one if called from an unexpected thread id)
   T* get() {
     const int64_t tid = at::get_thread_num();
-    if (tid >= 0 && tid < threads_) return storage_.data_ptr<T>() + tid * per_thread_;
+    if (tid >= 0 && tid < slots_) return storage_.data_ptr<T>() + tid * per_thread_;
     thread_local std::vector<T> fallback;
     fallback.resize(per_thread_);
     return fallback.data();
   }
 
  private:
-  int64_t per_thread_, threads_;
+  int64_t per_thread_, slots_;
   at::Tensor storage_;
 };
+
+// Scratch memory is capped at one eighth of the output's elements, whatever the thread count:
+// a forward + backward holds the output and its gradient anyway, so the fused path's peak
+// stays within a few percent of the reference path's (which builds a full-resolution grid
+// and its gradient instead). Threads beyond what the cap allows sit this call out.
+constexpr int64_t kScratchFraction = 8;
+
+int64_t scratch_slots(const Shape& shape, int64_t per_slot, int64_t tasks) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t budget = shape.batch * shape.channels * shape.out_height() * shape.out_width() /
+                         kScratchFraction;
+  return std::max<int64_t>(1, std::min({threads, tasks, budget / per_slot}));
+}
+
+// Elements of one thread's scratch: `buffers` channels-last planes of CB channels and a tile.
+int64_t slot_size(const Shape& shape, int64_t buffers, int64_t block) {
+  return buffers * shape.plane() * block + kTilePixels * block;
+}
+
+// at::parallel_for over `tasks` that runs at most `slots` chunks, thread t taking chunk t.
+template <typename Fn>
+void parallel_over_slots(int64_t tasks, int64_t slots, const Fn& fn) {
+  at::parallel_for(0, tasks, (tasks + slots - 1) / slots, fn);
+}
 
 struct Strides {  // element strides of a 4-D tensor viewed as (batch, channel, position)
   int64_t batch, channel, position;
@@ -375,8 +400,10 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& offset, at::Tensor& o
   const T* offset_data = offset.data_ptr<T>();
   T* out_data = out.data_ptr<T>();
 
-  ThreadScratch<T> scratch(x, HW * CB + kTilePixels * CB);
-  at::parallel_for(0, shape.batch * shape.groups * nblk, 1, [&](int64_t begin, int64_t end) {
+  const int64_t tasks = shape.batch * shape.groups * nblk;
+  const int64_t slots = scratch_slots(shape, slot_size(shape, 1, CB), tasks);
+  ThreadScratch<T> scratch(x, slot_size(shape, 1, CB), slots);
+  parallel_over_slots(tasks, slots, [&](int64_t begin, int64_t end) {
     T* block = scratch.get();
     T* tile = block + HW * CB;
     RowPoints<T> row(s * W);
@@ -425,8 +452,11 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::
   const int64_t go_position = gs.position, go_channel = gs.channel, go_batch = gs.batch;
 
   const int64_t block_size = need_offset ? HW * CB : 0, grad_block_size = need_x ? HW * CB : 0;
-  ThreadScratch<T> scratch(x, block_size + grad_block_size + kTilePixels * CB);
-  at::parallel_for(0, shape.batch * G * splits, 1, [&](int64_t begin, int64_t end) {
+  const int64_t per_slot = block_size + grad_block_size + kTilePixels * CB;
+  const int64_t tasks = shape.batch * G * splits;
+  const int64_t slots = scratch_slots(shape, per_slot, tasks);
+  ThreadScratch<T> scratch(x, per_slot, slots);
+  parallel_over_slots(tasks, slots, [&](int64_t begin, int64_t end) {
     T* block = scratch.get();
     T* grad_block = block + block_size;
     T* tile = grad_block + grad_block_size;
@@ -541,14 +571,21 @@ void dispatch(const at::Tensor& x, const Shape& shape, int64_t max_block, Fn&& f
   }
 }
 
-// Widest forward block whose per-thread buffers (threads x H x W x CB, plus a 16-pixel tile)
-// take no more memory than the grid the reference path builds (B x g x s^2 x H x W x 2), so
-// that the fused forward's peak memory does not exceed the reference's: 16 instead of 32
-// channels for DySample at batch 1 on 2 threads. (The backward's buffers stay below the
-// reference's gradient-of-grid and intermediate tensors at any block width.)
-int64_t forward_block_cap(const Shape& shape) {
+// Widest channel block (4, 2 or 1 vectors) for which the scratch cap still lets every thread
+// work (or that leaves no thread idle anyway); the narrowest one otherwise. `buffers`: the
+// channels-last planes each thread holds (forward 1; backward 1 per gradient wanted).
+int64_t block_cap(const at::Tensor& x, const Shape& shape, int64_t buffers) {
+  const int64_t vector = x.scalar_type() == at::kDouble ? 4 : 8;
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  return shape.batch * shape.groups * shape.scale * shape.scale * 2 / threads;
+  for (int64_t block = 4 * vector; block > vector; block /= 2) {
+    const int64_t tasks =
+        shape.batch * shape.groups * ((shape.group_channels() + block - 1) / block);
+    if (scratch_slots(shape, slot_size(shape, buffers, block), tasks) >=
+        std::min(threads, tasks)) {
+      return block;
+    }
+  }
+  return vector;
 }
 
 at::Tensor dysample_forward(const at::Tensor& x, const at::Tensor& offset, int64_t scale,
@@ -557,7 +594,7 @@ at::Tensor dysample_forward(const at::Tensor& x, const at::Tensor& offset, int64
   at::Tensor out = at::empty({shape.batch, shape.channels, shape.out_height(), shape.out_width()},
                              x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  dispatch(x, shape, forward_block_cap(shape), [&](auto scalar, auto block) {
+  dispatch(x, shape, block_cap(x, shape, 1), [&](auto scalar, auto block) {
     using T = decltype(scalar);
     forward_kernel<T, decltype(block)::value>(x, offset, out, shape, fused_unnormalize);
   });
@@ -584,13 +621,15 @@ std::vector<at::Tensor> dysample_backward(const at::Tensor& grad_out, const at::
     if (need_offset_grad) grad_offset = at::zeros_like(offset);
     return {grad_x, grad_offset};
   }
-  dispatch(x, shape, 32, [&](auto scalar, auto block) {
+  const int64_t buffers = std::max<int64_t>(1, int64_t(need_x_grad) + int64_t(need_offset_grad));
+  dispatch(x, shape, block_cap(x, shape, buffers), [&](auto scalar, auto block) {
     using T = decltype(scalar);
     constexpr int CB = decltype(block)::value;
     // Tasks are (batch, group, split of the group's channel blocks); more than one split
     // only when batch * groups cannot keep the threads busy. Each split accumulates its
     // own offset-gradient partial sums, reduced in finish_offset_grad.
-    const int64_t tasks_wanted = 2 * static_cast<int64_t>(at::get_num_threads());
+    const int64_t tasks_wanted = 2 * scratch_slots(
+        shape, slot_size(shape, buffers, CB), shape.batch * shape.groups * blocks_per_group<CB>(shape));
     const int64_t per_split = shape.batch * shape.groups;
     const int64_t splits = std::max<int64_t>(
         1, std::min<int64_t>(blocks_per_group<CB>(shape), (tasks_wanted + per_split - 1) / per_split));
