@@ -3,9 +3,10 @@
 One table, :data:`SUPPORTED_VERSIONS`, matches the ``dependencies`` bounds of
 ``pyproject.toml`` (a test keeps them equal). The lower bounds are
 
-* torch 2.4: the first release with every torch API mmdysample calls
-  (``torch.compiler.is_compiling``, 2.3; ``torch.library.custom_op`` / ``register_fake`` for
-  the fused kernel, 2.4). Tested: torch 2.13.0 only;
+* torch 2.7: the first release with every torch API mmdysample calls
+  (``torch.compiler.is_compiling``, 2.3; ``torch.library.custom_op`` for the fused kernel,
+  2.4; ``torch.compiler.is_exporting`` in ``mmdysample/ops/sampling.py``, first documented
+  in 2.7). Tested: torch 2.13.0 only;
 * the OpenMMLab packages: the releases the code was written and tested against (mmengine
   0.10.7, mmcv 2.1.0, mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0); the upper bounds
   are the next minor releases (mmcv < 2.2 is also what mmdet 3.3 requires), because
@@ -23,7 +24,7 @@ __all__ = ['SUPPORTED_VERSIONS', 'UnsupportedVersionError', 'check_version', 'ch
 
 # distribution name -> (lowest supported, first unsupported or None)
 SUPPORTED_VERSIONS: Dict[str, Tuple[str, Optional[str]]] = {
-    'torch': ('2.4', None),
+    'torch': ('2.7', None),
     'mmengine': ('0.10.7', '0.11'),
     'mmcv': ('2.1.0', '2.2.0'),
     'mmdet': ('3.3.0', '3.4'),

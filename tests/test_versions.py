@@ -23,7 +23,7 @@ def test_pyproject_declares_the_supported_versions():
 
 
 @pytest.mark.parametrize('name, installed, supported', [
-    ('torch', '2.3.1', False), ('torch', '2.4.0', True), ('torch', '2.13.0+cpu', True),
+    ('torch', '2.6.0', False), ('torch', '2.7.0', True), ('torch', '2.13.0+cpu', True),
     ('mmengine', '0.10.6', False), ('mmengine', '0.10.7', True), ('mmengine', '0.11.0', False),
     ('mmcv', '2.2.0', False), ('mmcv', '2.1.0', True), ('mmdet', '3.4.0rc1', False),
     ('mmsegmentation', '1.2.2', True), ('mmsegmentation', '1.1.0', False),
@@ -65,5 +65,5 @@ def test_import_stops_on_an_old_torch_naming_both_versions():
     # fails before torch or mmengine is imported: a fraction of a second
     result = _import_with({'torch': '2.1.2'})
     assert result.returncode != 0
-    assert ('UnsupportedVersionError: mmdysample needs torch>=2.4, but torch 2.1.2 is '
+    assert ('UnsupportedVersionError: mmdysample needs torch>=2.7, but torch 2.1.2 is '
             'installed') in result.stderr

@@ -12,18 +12,16 @@ subclass that is the upstream module unless its upsample cfg names an upsampler 
 - ``'FCNMaskHead'``: ``roi_head.mask_head.upsample_cfg``, 1 (Mask R-CNN);
 - ``'PixelDecoder'``: ``pixel_decoder.upsample_cfg``, 3 (MaskFormer, mmdet and mmseg);
 - ``'MSDeformAttnPixelDecoder'``: ``pixel_decoder.upsample_cfg``, 1 (Mask2Former, mmdet and
-  mmseg);
-- ``'MaskFormerHead'``: no new key; gives a learned ``PixelDecoder`` mmdet's input projection.
+  mmseg).
 """
 from .fcn_mask_head import FCNMaskHead
 from .fpn import UpsamplerFPN
 from .msdeformattn_pixel_decoder import MSDeformAttnPixelDecoder
 from .pafpn import CSPNeXtPAFPN, YOLOXPAFPN
 from .panoptic_fpn_head import UpsamplerConvUpsample, UpsamplerPanopticFPNHead
-from .pixel_decoder import MaskFormerHead, PixelDecoder, add_decoder_input_proj
+from .pixel_decoder import PixelDecoder
 
 __all__ = [
     'UpsamplerFPN', 'UpsamplerConvUpsample', 'UpsamplerPanopticFPNHead', 'CSPNeXtPAFPN',
-    'YOLOXPAFPN', 'FCNMaskHead', 'PixelDecoder', 'MaskFormerHead', 'add_decoder_input_proj',
-    'MSDeformAttnPixelDecoder'
+    'YOLOXPAFPN', 'FCNMaskHead', 'PixelDecoder', 'MSDeformAttnPixelDecoder'
 ]

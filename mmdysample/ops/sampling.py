@@ -11,9 +11,12 @@ kernel as one opaque node with a known output shape instead of falling back:
 Each has the C++ kernel for CPU tensors, the reference formulation (``F.grid_sample``) for any
 other device, and a fake (meta) implementation for tracing. Autograd is registered on the
 forward op; a double backward (``create_graph=True``) differentiates the reference formulation.
+Eager calls reach the same CPU kernels through an ``autograd.Function`` (the op's Python
+dispatch measured 0.4 ms a call against 15 us for the kernel on a 1x8x4x5 input, on the shared
+2-core dev machine under load); ``torch.compile`` traces the op.
 """
 import threading
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
@@ -136,7 +139,7 @@ _sample_op.register_autograd(_backward, setup_context=_setup_context)
 
 class _FusedSample(torch.autograd.Function):
     """The eager path to the same CPU kernels as the custom op, without the op's Python
-    dispatch (~0.2-0.4 ms a call, as much as the kernel itself at 64x64)."""
+    dispatch cost (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x, offset, scale_factor, groups):

@@ -80,7 +80,7 @@ def tiny_config(work_dir, max_iters=4, interval=2, seed=None, max_keep_ckpts=-1,
             sampler=dict(type='InfiniteSampler', shuffle=True),
             batch_size=4, num_workers=0, collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
         param_scheduler=dict(type='MultiStepLR', by_epoch=False, milestones=[3], gamma=0.5),
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=interval, by_epoch=False,

@@ -5,7 +5,6 @@ import re
 
 import pytest
 import torch
-from mmdet.models.dense_heads.maskformer_head import MaskFormerHead as UpstreamMaskFormerHead
 from mmdet.models.layers import ConvUpsample as UpstreamConvUpsample
 from mmdet.models.layers.msdeformattn_pixel_decoder import \
     MSDeformAttnPixelDecoder as UpstreamMSDeformAttnPixelDecoder
@@ -32,7 +31,6 @@ PATCHED = [
     (integration.YOLOXPAFPN, UpstreamYOLOXPAFPN, [], 'YOLOXPAFPN'),
     (integration.FCNMaskHead, UpstreamFCNMaskHead, [], 'FCNMaskHead'),
     (integration.PixelDecoder, UpstreamPixelDecoder, ['upsample_cfg'], 'PixelDecoder'),
-    (integration.MaskFormerHead, UpstreamMaskFormerHead, [], 'MaskFormerHead'),
     (integration.MSDeformAttnPixelDecoder, UpstreamMSDeformAttnPixelDecoder, ['upsample_cfg'],
      'MSDeformAttnPixelDecoder'),
 ]

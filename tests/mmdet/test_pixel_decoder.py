@@ -6,7 +6,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import Conv2d
-from mmdet.models.dense_heads.maskformer_head import MaskFormerHead as UpstreamMaskFormerHead
 from mmdet.models.layers.pixel_decoder import PixelDecoder as UpstreamPixelDecoder
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.config import ConfigDict
@@ -15,7 +14,7 @@ from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS as MMSEG_MODELS
 
 import mmdysample  # noqa: F401  (registers the patched decoder)
-from mmdysample.mmdet import MaskFormerHead, PixelDecoder, add_decoder_input_proj
+from mmdysample.mmdet import PixelDecoder
 from mmdet_site_testing import RecordingGuidedUpsampler, assert_upstream_signature
 
 IN_CHANNELS = [8, 16, 24, 48]
@@ -36,12 +35,26 @@ def test_registries_build_the_patched_decoder():
     assert MMDET_MODELS.get('PixelDecoder') is PixelDecoder
     # mmseg's MaskFormer config says type='mmdet.PixelDecoder'
     assert MMSEG_MODELS.get('mmdet.PixelDecoder') is PixelDecoder
-    assert MMDET_MODELS.get('MaskFormerHead') is MaskFormerHead
 
 
 def test_signatures_are_upstreams_plus_keyword_only_upsample_cfg():
     assert_upstream_signature(PixelDecoder, UpstreamPixelDecoder, ['upsample_cfg'])
-    assert_upstream_signature(MaskFormerHead, UpstreamMaskFormerHead)
+
+
+def test_the_class_counts_as_mmdets_for_exact_type_checks_only():
+    from mmdet.models.layers.pixel_decoder import TransformerEncoderPixelDecoder
+    assert PixelDecoder == UpstreamPixelDecoder and UpstreamPixelDecoder == PixelDecoder
+    assert not PixelDecoder != UpstreamPixelDecoder
+    assert TransformerEncoderPixelDecoder != PixelDecoder
+
+    class Subclass(PixelDecoder):
+        pass
+
+    assert Subclass != UpstreamPixelDecoder and Subclass != PixelDecoder
+    assert hash(PixelDecoder) != hash(UpstreamPixelDecoder)  # identity hashing unchanged
+    # mmdet's module still binds its own class: nothing upstream is rebound
+    import mmdet.models.dense_heads.maskformer_head as maskformer_head
+    assert maskformer_head.PixelDecoder is UpstreamPixelDecoder
 
 
 @pytest.mark.parametrize('upsample_cfg', [None, dict(mode='nearest')])
@@ -50,11 +63,7 @@ def test_without_type_the_decoder_is_mmdet_bit_for_bit(upsample_cfg):
     upstream = UpstreamPixelDecoder(**DECODER_KWARGS)
     torch.manual_seed(0)
     ours = PixelDecoder(upsample_cfg=upsample_cfg, **DECODER_KWARGS)
-    # the upstream class itself (mmdet's MaskFormerHead tests the decoder's exact type)
-    assert type(ours) is UpstreamPixelDecoder
-    built = MMDET_MODELS.build(dict(type='PixelDecoder', upsample_cfg=upsample_cfg,
-                                    **DECODER_KWARGS))
-    assert type(built) is UpstreamPixelDecoder
+    assert type(ours) is PixelDecoder and ours.upsamplers is None
     # same random-number stream: same initial weights as upstream under the same seed
     for (key, expected), (got_key, got) in zip(upstream.state_dict().items(),
                                                ours.state_dict().items()):
@@ -234,62 +243,58 @@ def data_samples(batch, height, width):
 
 DECODER_NAMES = {'string': 'PixelDecoder', 'upstream class': UpstreamPixelDecoder,
                  'plugin class': PixelDecoder}
+UPSAMPLE_CFGS = {'no type': None, 'DySample': dict(type='DySample', groups=2)}
 
 
-@pytest.mark.parametrize('upsample_cfg', [None, dict(type='DySample', groups=2)],
-                         ids=['no type', 'DySample'])
-@pytest.mark.parametrize('decoder_name', list(DECODER_NAMES))
-def test_mmdet_head_projects_the_decoder_input_however_the_decoder_is_named(
-        mmdet_scope, decoder_name, upsample_cfg):
-    """Regression: mmdet's head adds ``decoder_input_proj`` only if ``type(pixel_decoder) ==
-    PixelDecoder``; with the old rebinding a head built from the upstream class object (as
-    mmdet's pure-Python configs write it) got ``Identity`` and its forward crashed."""
+def head_and_oracle(scope, decoder_name, upsample_name, **extra):
+    """The head built from the registry with the decoder named one way, and the oracle:
+    the same head class with mmdet's own decoder class, under the same seed."""
     decoder_type = DECODER_NAMES[decoder_name]
+    upsample_cfg = UPSAMPLE_CFGS[upsample_name]
     if decoder_type is UpstreamPixelDecoder and upsample_cfg is not None:
-        pytest.skip('the upstream class takes no upsample_cfg')
+        pytest.skip('mmdet\'s class takes no upsample_cfg')
+    if scope == 'mmseg.' and isinstance(decoder_type, str):
+        decoder_type = 'mmdet.' + decoder_type
     decoder = dict(type=decoder_type, norm_cfg=dict(type='GN', num_groups=8))
     if upsample_cfg is not None:
         decoder['upsample_cfg'] = upsample_cfg
-    cfg = head_cfg('', decoder, num_things_classes=3, num_stuff_classes=1)
-    head = MMDET_MODELS.build(ConfigDict(type='MaskFormerHead', **copy.deepcopy(cfg)))
-    # the oracle: mmdet's own head class with mmdet's own decoder class
-    oracle = UpstreamMaskFormerHead(**head_cfg(
-        '', dict(type=UpstreamPixelDecoder, norm_cfg=dict(type='GN', num_groups=8)),
-        num_things_classes=3, num_stuff_classes=1))
+    registry = MMSEG_MODELS if scope == 'mmseg.' else MMDET_MODELS
+    loss_scope = 'mmdet.' if scope == 'mmseg.' else ''
+    oracle_decoder = dict(type=UpstreamPixelDecoder, norm_cfg=dict(type='GN', num_groups=8))
+    torch.manual_seed(0)
+    head = registry.build(ConfigDict(type='MaskFormerHead', **head_cfg(loss_scope, decoder),
+                                     **extra))
+    torch.manual_seed(0)
+    oracle = registry.build(ConfigDict(type='MaskFormerHead',
+                                       **head_cfg(loss_scope, oracle_decoder), **extra))
+    return head, oracle, upsample_cfg
+
+
+@pytest.mark.parametrize('upsample_name', list(UPSAMPLE_CFGS))
+@pytest.mark.parametrize('decoder_name', list(DECODER_NAMES))
+@pytest.mark.parametrize('scope', ['', 'mmseg.'], ids=['mmdet head', 'mmseg head'])
+def test_head_projects_the_decoder_input_however_the_decoder_is_named(
+        scope, decoder_name, upsample_name):
+    """Regression: mmdet's head adds ``decoder_input_proj`` only if ``type(pixel_decoder) ==
+    PixelDecoder``; with the old rebinding of that name a head built from mmdet's class
+    object (as mmdet's pure-Python configs write it) got ``Identity`` (and its forward
+    crashed), and without it a learned decoder would. mmseg's head runs mmdet's __init__."""
+    extra = dict(num_classes=4) if scope else dict(num_things_classes=3, num_stuff_classes=1)
+    head, oracle, upsample_cfg = head_and_oracle(scope, decoder_name, upsample_name, **extra)
     assert isinstance(head.decoder_input_proj, Conv2d)
     assert head.decoder_input_proj.weight.shape == (FEAT, IN_CHANNELS[-1], 1, 1)
+    # upstream's modules in upstream's order, with upstream's initial weights
     upsampler_keys = [k for k in head.state_dict() if '.upsamplers.' in k]
-    assert [k for k in head.state_dict() if k not in upsampler_keys] == \
-        list(oracle.state_dict())
     assert bool(upsampler_keys) == (upsample_cfg is not None)
-    feats = pyramid(32, 32)
-    with torch.no_grad():
-        cls_scores, mask_preds = head(feats, data_samples(2, 128, 128))
-    assert mask_preds[-1].shape == (2, 4, 32, 32)
-
-
-def test_mmseg_head_projects_the_plain_decoder_input_however_it_is_named():
-    for decoder_type in ('mmdet.PixelDecoder', UpstreamPixelDecoder, PixelDecoder):
-        decoder = dict(type=decoder_type, norm_cfg=dict(type='GN', num_groups=8))
-        head = MMSEG_MODELS.build(
-            ConfigDict(type='MaskFormerHead', num_classes=4, **head_cfg('mmdet.', decoder)))
-        assert type(head.pixel_decoder) is UpstreamPixelDecoder
-        assert isinstance(head.decoder_input_proj, Conv2d)
-        assert head.decoder_input_proj.weight.shape == (FEAT, IN_CHANNELS[-1], 1, 1)
-
-
-def test_add_decoder_input_proj_applies_mmdets_rule_to_a_learned_decoder():
-    """The rule a head built on a learned decoder needs (mmseg's MaskFormer head too)."""
-    decoder = dict(type='mmdet.PixelDecoder', norm_cfg=dict(type='GN', num_groups=8),
-                   upsample_cfg=dict(type='DySample', groups=2))
-    head = MMSEG_MODELS.build(
-        ConfigDict(type='MaskFormerHead', num_classes=4, **head_cfg('mmdet.', decoder)))
-    add_decoder_input_proj(head, IN_CHANNELS, enforce_decoder_input_project=False)
-    assert isinstance(head.decoder_input_proj, Conv2d)
-    assert head.decoder_input_proj.weight.shape == (FEAT, IN_CHANNELS[-1], 1, 1)
-    # in upstream's position among the head's modules
-    names = [name for name, _ in head.named_children()]
-    assert names.index('decoder_input_proj') == names.index('transformer_decoder') + 1
+    expected = oracle.state_dict()
+    assert [k for k in head.state_dict() if k not in upsampler_keys] == list(expected)
+    if upsample_cfg is None:
+        for key, value in expected.items():
+            assert torch.equal(head.state_dict()[key], value), key
+    if not scope:
+        with torch.no_grad():
+            _, mask_preds = head(pyramid(32, 32), data_samples(2, 128, 128))
+        assert mask_preds[-1].shape == (2, 4, 32, 32)
 
 
 def test_mmdet_maskformer_heads_keep_upstream_projection_rules(mmdet_scope):

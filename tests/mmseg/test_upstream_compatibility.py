@@ -1,6 +1,8 @@
 """Issue 19 for the mmseg modules: the patched classes stay upstream's under every way they
 can be built (positional arguments, class objects in pure-Python configs) and for every
 check upstream code makes against them."""
+import copy
+import functools
 import inspect
 import re
 from pathlib import Path
@@ -11,17 +13,18 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmseg.models.decode_heads.fpn_head import FPNHead as UpstreamFPNHead
-from mmseg.models.decode_heads.maskformer_head import MaskFormerHead as UpstreamMaskFormerHead
+from mmseg.models.decode_heads.maskformer_head import MaskFormerHead
 from mmseg.models.decode_heads.segformer_head import SegformerHead as UpstreamSegformerHead
 from mmseg.models.decode_heads.sep_aspp_head import \
     DepthwiseSeparableASPPHead as UpstreamASPPHead
 from mmseg.models.decode_heads.uper_head import UPerHead as UpstreamUPerHead
 from mmseg.models.necks.fpn import FPN as UpstreamFPN
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
 import mmdysample  # noqa: F401
-from mmdysample.mmseg import (FPN, DepthwiseSeparableASPPHead, FPNHead, MaskFormerHead,
-                              SegformerHead, UPerHead)
+from mmdysample.mmseg import (FPN, DepthwiseSeparableASPPHead, FPNHead, SegformerHead,
+                              UPerHead)
 from mmdysample.upsamplers import DySample
 
 PAIRS = {
@@ -31,12 +34,11 @@ PAIRS = {
     'FPN': (FPN, UpstreamFPN),
     'FPNHead': (FPNHead, UpstreamFPNHead),
 }
-# what each subclass adds; the FPN neck already takes upstream's upsample_cfg, the MaskFormer
-# head only gives a learned mmdet PixelDecoder its input projection
+# what each subclass adds; the FPN neck already takes upstream's upsample_cfg
 NEW_KEYWORD_ONLY = {'SegformerHead': ['upsample_cfg'], 'UPerHead': ['upsample_cfg'],
                     'DepthwiseSeparableASPPHead': ['upsample_cfg'], 'FPN': [],
-                    'FPNHead': ['upsample_cfg'], 'MaskFormerHead': []}
-SIGNATURE_PAIRS = {**PAIRS, 'MaskFormerHead': (MaskFormerHead, UpstreamMaskFormerHead)}
+                    'FPNHead': ['upsample_cfg']}
+SIGNATURE_PAIRS = PAIRS
 
 
 @pytest.mark.parametrize('name', list(SIGNATURE_PAIRS))
@@ -159,3 +161,59 @@ def test_pure_python_config_puts_dysample_in_with_the_plugin_classes(tmp_path):
     out = head.eval()([torch.randn(1, c, 32 // 2**i, 24 // 2**i)
                        for i, c in enumerate([8, 16, 24, 32])])
     assert out.shape == (1, 3, 32, 24)
+
+
+@functools.lru_cache(maxsize=None)
+def maskformer_config():
+    return Config.fromfile(
+        Path(__file__).resolve().parents[2] / 'configs' / 'maskformer' /
+        'maskformer_swin-b-in22k-384x384-pre_fpn-nearest_8xb2-160k_ade20k-640x640.py')
+
+
+def tiny_maskformer_head_cfg():
+    """The decode head of the repository's MaskFormer config, shrunk (as test_tiny_models)."""
+    head = copy.deepcopy(maskformer_config().model.decode_head)
+    head.update(in_channels=[16, 32, 64, 128], feat_channels=32, out_channels=32,
+                num_classes=4, num_queries=6)
+    head.pixel_decoder.norm_cfg = dict(type='GN', num_groups=8)
+    head.positional_encoding.num_feats = 16
+    head.transformer_decoder.num_layers = 1
+    for attn in ('self_attn_cfg', 'cross_attn_cfg'):
+        head.transformer_decoder.layer_cfg[attn].update(embed_dims=32, num_heads=2)
+    head.transformer_decoder.layer_cfg.ffn_cfg.update(embed_dims=32, feedforward_channels=64)
+    head.loss_cls.class_weight = [1.0] * 5
+    return head
+
+
+@pytest.mark.parametrize('decoder_type, upsample_cfg', [
+    ('mmdet.PixelDecoder', None), ('upstream class', None), ('plugin class', None),
+    ('mmdet.PixelDecoder', dict(type='DySample')), ('plugin class', dict(type='DySample')),
+])  # (mmdet's own class takes no upsample_cfg)
+def test_maskformer_input_projection_however_the_pixel_decoder_is_named(decoder_type,
+                                                                       upsample_cfg):
+    # mmdet's head adds decoder_input_proj only for exactly mmdet's PixelDecoder: with the
+    # plugin every way of naming the decoder, learned or not, keeps it (128 -> 32 channels),
+    # and mmseg's head itself is not patched (mmdysample.mmdet.PixelDecoder compares equal)
+    from mmdet.models.layers.pixel_decoder import PixelDecoder as MMDetPixelDecoder
+
+    from mmdysample.mmdet import PixelDecoder
+    cfg = tiny_maskformer_head_cfg()
+    cfg.pixel_decoder.type = {'mmdet.PixelDecoder': 'mmdet.PixelDecoder',
+                              'upstream class': MMDetPixelDecoder,
+                              'plugin class': PixelDecoder}[decoder_type]
+    if upsample_cfg is not None:
+        cfg.pixel_decoder.upsample_cfg = upsample_cfg
+    head = MODELS.build(cfg)
+    assert type(head) is MaskFormerHead
+    assert type(head.pixel_decoder) == MMDetPixelDecoder  # upstream's own test holds
+    if upsample_cfg is not None:
+        assert type(head.pixel_decoder) is PixelDecoder
+        assert len(head.pixel_decoder.upsamplers) == 3
+    assert isinstance(head.decoder_input_proj, torch.nn.Conv2d)
+    assert head.decoder_input_proj.weight.shape == (32, 128, 1, 1)
+    feats = [torch.randn(1, c, 32 // 2**i, 24 // 2**i) for i, c in enumerate([16, 32, 64, 128])]
+    with torch.no_grad():
+        cls_scores, mask_preds = head.eval().forward(
+            feats, [SegDataSample(metainfo=dict(batch_input_shape=(128, 96),
+                                                img_shape=(128, 96)))])
+    assert mask_preds[-1].shape == (1, 6, 32, 24)

@@ -44,3 +44,11 @@ def fused_extension():
 def no_fused_env(monkeypatch):
     """Tests that check dispatch must not see a user's MMDYSAMPLE_FUSED=0."""
     monkeypatch.delenv(extension_module.FUSED_ENV_VAR, raising=False)
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """Forget the loaded extension for this test (restored afterwards)."""
+    monkeypatch.delenv(extension_module.FUSED_ENV_VAR, raising=False)
+    monkeypatch.setattr(extension_module, '_extension', None)
+    monkeypatch.setattr(extension_module, '_load_error', None)

@@ -36,14 +36,6 @@ print(f'loaded in {{time.monotonic() - start:.1f}} s')
 '''
 
 
-@pytest.fixture
-def fresh_loader(monkeypatch):
-    """Forget the loaded extension for this test (restored afterwards)."""
-    monkeypatch.delenv(extension_module.FUSED_ENV_VAR, raising=False)
-    monkeypatch.setattr(extension_module, '_extension', None)
-    monkeypatch.setattr(extension_module, '_load_error', None)
-
-
 def load_in_thread(timeout_s):
     """``load_extension()`` in a daemon thread; ``(finished, result)`` after ``timeout_s``."""
     result = {}

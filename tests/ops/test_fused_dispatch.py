@@ -110,14 +110,6 @@ def test_use_fused_rejects_non_bool():
         use_fused(0)
 
 
-@pytest.fixture
-def fresh_loader(monkeypatch):
-    """Forget the loaded extension for this test (restored afterwards)."""
-    monkeypatch.delenv('MMDYSAMPLE_FUSED', raising=False)
-    monkeypatch.setattr(extension_module, '_extension', None)
-    monkeypatch.setattr(extension_module, '_load_error', None)
-
-
 def check_one_warning_and_reference_results(*reasons):
     x = torch.randn(2, 8, 5, 3, requires_grad=True)
     offset = torch.randn(2, 2 * 4 * 4, 5, 3) * 2

@@ -278,8 +278,11 @@ def test_kernel_uses_the_threads():
     def ticks():
         result = {}
         for task in glob.glob('/proc/self/task/*'):
-            with open(f'{task}/stat') as stat:
-                fields = stat.read().rsplit(')', 1)[-1].split()
+            try:
+                with open(f'{task}/stat') as stat:
+                    fields = stat.read().rsplit(')', 1)[-1].split()
+            except FileNotFoundError:  # a thread (e.g. of an earlier test) that just ended
+                continue
             result[task] = int(fields[11]) + int(fields[12])
         return result
 
