@@ -42,6 +42,7 @@ test: install
 # SegFormer trained and evaluated, table printed. Options: make demo DEMO_ARGS="--seeds 0 1".
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
+	$(PY) tools/collect_results.py --table demo --work-dir work_dirs/demo
 
 # Latency / peak memory / FLOPs of every registered upsampler against bilinear, at the two sizes
 # and thread counts of the performance targets, with the plots (work_dirs/benchmark/).

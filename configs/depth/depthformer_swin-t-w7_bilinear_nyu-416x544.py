@@ -66,7 +66,6 @@ model = dict(
         min_depth=min_depth,
         max_depth=max_depth,
         align_corners=True,
-        upsample_cfg=None,
         loss_decode=dict(type='SiLogLoss', loss_weight=1.0)),
     train_cfg=dict(),
     # one window of the whole image, averaged with its horizontal flip (the toolbox's

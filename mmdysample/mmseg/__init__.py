@@ -19,11 +19,10 @@ and Mask2Former's pixel decoders are mmdet's modules: :mod:`mmdysample.mmdet`.
 from . import depth  # noqa: F401  (DepthFormer modules, Table 9)
 from .fpn import FPN
 from .fpn_head import FPNHead
-from .maskformer_head import MaskFormerHead
 from .segformer_head import SegformerHead
 from .sep_aspp_head import DepthwiseSeparableASPPHead
 from .uper_head import UPerHead
 
 __all__ = [
-    'SegformerHead', 'UPerHead', 'DepthwiseSeparableASPPHead', 'FPN', 'FPNHead', 'MaskFormerHead'
+    'SegformerHead', 'UPerHead', 'DepthwiseSeparableASPPHead', 'FPN', 'FPNHead'
 ]

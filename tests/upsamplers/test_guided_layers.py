@@ -83,7 +83,7 @@ def test_a2u_matches_loop_reference(height, width):
 @pytest.mark.parametrize('scale', [2, 3])
 def test_fade_matches_loop_reference(scale):
     layer = randomise(FADE(6, scale, guide_channels=4, compressed_channels=8)).double()
-    x, guide = inputs(2, 6, 4, 3, 4, scale=scale)
+    x, guide = inputs(2, 6, 4, 3 if scale == 2 else 2, 4 if scale == 2 else 3, scale=scale)
     expected = fade_reference(state_of(layer), x, guide, scale=scale)
     torch.testing.assert_close(layer(x, guide), expected, atol=1e-10, rtol=1e-10)
 
@@ -92,7 +92,7 @@ def test_fade_matches_loop_reference(scale):
 def test_sapa_matches_loop_reference(scale, norm):
     layer = randomise(SAPA_B(32, scale, guide_channels=64, embedding_dim=8, norm=norm))
     layer = layer.double()
-    x, guide = inputs(2, 32, 64, 3, 4, scale=scale)
+    x, guide = inputs(2, 32, 64, 3 if scale == 2 else 2, 4 if scale == 2 else 2, scale=scale)
     state = state_of(layer)
     expected = sapa_reference(state, x, guide, scale=scale, norm=norm)
     torch.testing.assert_close(layer(x, guide), expected, atol=1e-10, rtol=1e-10)
@@ -189,16 +189,15 @@ def test_cpu_autocast_runs_close_to_float32(name, dtype, atol):
                                rtol=0)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('name', LAYERS)
 def test_realistic_size_float32_matches_float64(name):
-    """1 x 256 x 64 x 64 with its 128 x 128 guide (a SegFormer-B1 1/8 -> 1/4 step at 512 x 512):
+    """1 x 256 x 32 x 32 with its 64 x 64 guide (SegFormer-B1's 1/16 -> 1/8 step at 512 x 512):
     the float32 kernels (IndexNet: index map) stay within 1e-5 of the same layer's float64
     ones, and so does the float32 reassembly with them (checked on 8 of the 256 channels,
     which are all reassembled alike: the full 256-channel reassembly is the CARAFE function's,
     tested with it)."""
     layer = randomise(LAYERS[name](256), std=0.05).eval()
-    x, guide = inputs(1, 256, 256, 64, 64, dtype=torch.float32)
+    x, guide = inputs(1, 256, 256, 32, 32, dtype=torch.float32)
     with torch.no_grad():
         if name == 'IndexNet':
             kernels = layer.index_map(guide)
