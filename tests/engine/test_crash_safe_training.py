@@ -103,7 +103,8 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(
         kills += process.is_alive()
         engine_training.kill(process)
         reached = _last_checkpoint_iter(killed)
-    assert kills == KILLS and reached < MAX_ITERS  # every kill hit a running training
+    # every kill hit a running training
+    assert kills == KILLS and reached < MAX_ITERS, (kills, reached, iteration_s)
     assert _run(processes, engine_training.train_with_auto_resume, killed, MAX_ITERS, seed) == 0
     final = osp.join(killed, f'iter_{MAX_ITERS}.pth')
     if seed is None:
