@@ -20,8 +20,6 @@ class, with or without learned upsamplers. Nothing in mmdet's module is rebound.
 import copy
 from typing import Dict, List, Optional, Tuple, Union
 
-import torch.nn as nn
-from mmcv.cnn import Conv2d
 from mmdet.models.layers.pixel_decoder import PixelDecoder as MMDetPixelDecoder
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptMultiConfig
@@ -31,7 +29,7 @@ from torch import Tensor
 from ..upsamplers import (build_upsampler, check_interpolation_cfg, has_upsampler_type,
                           upsample)
 
-__all__ = ['PixelDecoder', 'CountsAsMMDetPixelDecoder', 'add_decoder_input_proj']
+__all__ = ['PixelDecoder', 'CountsAsMMDetPixelDecoder']
 
 
 class CountsAsMMDetPixelDecoder(type(MMDetPixelDecoder)):
@@ -108,27 +106,6 @@ class PixelDecoder(MMDetPixelDecoder, metaclass=CountsAsMMDetPixelDecoder):
             y = self.output_convs[i](lateral + upsample(
                 self.upsamplers[i], y, size=lateral.shape[-2:], guide=lateral))
         return self.mask_feature(y), feats[-1]
-
-
-def add_decoder_input_proj(head: nn.Module, in_channels: List[int],
-                           enforce_decoder_input_project: bool) -> None:
-    """Make sure a MaskFormer head built on a :class:`PixelDecoder` has the
-    ``decoder_input_proj`` mmdet's rule gives an FPN pixel decoder: a ``1x1`` ``Conv2d`` from
-    ``in_channels[-1]`` to the transformer decoder's width when the widths differ (or
-    ``enforce_decoder_input_project``).
-
-    Since :class:`PixelDecoder` compares equal to mmdet's class, mmdet's own ``__init__``
-    already does this and the function changes nothing; it is kept for callers written
-    before (mmseg's head subclass). It only ever replaces an ``Identity`` that the rule says
-    should be a projection.
-    """
-    if type(head.pixel_decoder) is not PixelDecoder:
-        return
-    if not isinstance(head.decoder_input_proj, nn.Identity):
-        return
-    if head.decoder_embed_dims != in_channels[-1] or enforce_decoder_input_project:
-        head.decoder_input_proj = Conv2d(in_channels[-1], head.decoder_embed_dims,
-                                         kernel_size=1)
 
 
 MODELS.register_module(name='PixelDecoder', module=PixelDecoder, force=True)

@@ -19,13 +19,14 @@ import yaml
 from mmdet.models.layers.pixel_decoder import PixelDecoder as MMDetPixelDecoder
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+from mmseg.models.decode_heads.maskformer_head import MaskFormerHead
 from mmseg.registry import MODELS
 
 import mmdysample  # noqa: F401
 import mmdysample.mmseg
 import mmseg
 from mmdysample.mmdet import PixelDecoder
-from mmdysample.mmseg import MaskFormerHead, SegformerHead
+from mmdysample.mmseg import SegformerHead
 from mmdysample.upsamplers import CARAFE, Deconv, DySample, PixelShuffle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -319,10 +320,10 @@ def test_maskformer_full_model_builds_with_the_exact_parameter_delta(swin, upsam
     path = maskformer_path(swin, upsampler)
     model = build_model(path)
     head = model.decode_head
-    assert type(head) is MaskFormerHead
-    # without a type the decoder is mmdet's own class, with one the plugin's
-    assert type(head.pixel_decoder) is (MMDetPixelDecoder if upsampler_cls is None
-                                        else PixelDecoder)
+    assert type(head) is MaskFormerHead  # mmseg's own head: the plugin does not patch it
+    # the plugin's decoder passes mmdet's exact-type test, with or without learned steps
+    assert type(head.pixel_decoder) == MMDetPixelDecoder
+    assert type(head.pixel_decoder) is PixelDecoder
     # either way mmdet's head has its input projection (Swin's last width -> 256)
     last_channels = 8 * SWIN[swin]['embed_dims']
     assert isinstance(head.decoder_input_proj, nn.Conv2d)
