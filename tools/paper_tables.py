@@ -424,13 +424,20 @@ def _slurm_job_state(job_id: str) -> Optional[str]:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a killed process stays a zombie
+    until it is reaped: that one has ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            state = f.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no procfs (macOS): trust the signal probe
+    return state not in ('Z', 'X')
 
 
 def run_status(work_dir: str) -> Outcome:

@@ -419,18 +419,19 @@ def test_head_loss_and_prediction():
 @pytest.mark.slow
 @pytest.mark.parametrize('dtype', [torch.bfloat16])
 def test_full_size_head_under_cpu_autocast(dtype):
-    """The Table 9 head (768-64 channels) with DySample on a 416x544 crop's pyramid:
+    """The Table 9 head (768-64 channels, full width) with DySample on a 128x192 input's
+    pyramid (finest level 64x96; the 416x544 crop's took two minutes in bf16 on 2 CPU cores):
     autocast output close to float32 (per-pixel relative error, depths around 1-10)."""
     torch.manual_seed(0)
     head = DenseDepthHead(upsample_cfg=dict(type='DySample')).eval()
     for u in head.upsamplers:
         nn.init.normal_(u.offset.weight, std=0.01)
-    feats = head_pyramid((208, 272), batch=1, channels=[64, 96, 192, 384, 768])
+    feats = head_pyramid((64, 96), batch=1, channels=[64, 96, 192, 384, 768])
     with torch.no_grad():
         reference = head(feats)
         with torch.autocast('cpu', dtype=dtype):
             low = head(feats)
-    assert low.shape == reference.shape == (1, 1, 208, 272)
+    assert low.shape == reference.shape == (1, 1, 64, 96)
     assert torch.isfinite(low).all()
     relative = ((low.float() - reference).abs() / reference.abs().clamp(min=1e-2)).median()
     assert relative < 0.05, relative
