@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from ..functional import INIT_STYLES, check_bool, check_feature, check_positive_int, \
     check_scale_factor, check_size, dysample, dysample_to_size, init_sampling_positions, \
     position_dtype
+from ..ops.fused_layer import fused_dysample_layer, fused_layer_supported, \
+    offsets_from_projection, project_offsets
 from .builder import register_upsampler
 
 STYLES = ('lp', 'pl')
@@ -114,40 +116,33 @@ class DySample(nn.Module):
             if self.scope.bias is not None:
                 nn.init.zeros_(self.scope.bias)
 
+    def projection_parameters(self):
+        """Weight ``(O, C_in, 1, 1)`` and bias ``(O,)`` of the offset projection, with the
+        dynamic scope's stacked under them (one matrix product computes both; a scope without
+        bias contributes zeros)."""
+        if not self.dyscope:
+            return self.offset.weight, self.offset.bias
+        scope_bias = self.scope.bias if self.scope.bias is not None else \
+            torch.zeros_like(self.offset.bias)
+        return (torch.cat([self.offset.weight, self.scope.weight]),
+                torch.cat([self.offset.bias, scope_bias]))
+
+    def _offsets(self, x: torch.Tensor, init_pos, weight=None, bias=None) -> torch.Tensor:
+        if weight is None:
+            weight, bias = self.projection_parameters()
+        projection = project_offsets(x, weight, bias, self.scale_factor, self.style)
+        return offsets_from_projection(projection, init_pos, self.scope_factor, self.dyscope,
+                                       position_dtype(x))
+
     def learned_offsets(self, x: torch.Tensor) -> torch.Tensor:
         """The learned part of the sampling offsets, in input pixels, scaled by the static or
         dynamic scope, in float32 (float64 for float64 ``x``).
 
-        Returns ``(B, 2 * groups * s * s, H, W)``, laid out as :func:`sampling_offsets`.
+        Returns ``(B, 2 * groups * s * s, H, W)``, laid out as :func:`sampling_offsets`. The
+        PL style's projection reads ``x`` as the pixel-shuffled map in place (see
+        :func:`mmdysample.ops.fused_layer.project_offsets`).
         """
-        dtype = position_dtype(x)
-        project = self.project_shuffled if self.style == 'pl' else self._apply_conv
-        offset = project(self.offset, x).to(dtype)
-        if self.dyscope:
-            scope = project(self.scope, x).to(dtype).sigmoid()
-            return offset * (scope * (2 * self.scope_factor))
-        return offset * self.scope_factor
-
-    @staticmethod
-    def _apply_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        return conv(x)
-
-    def project_shuffled(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """``pixel_unshuffle(conv(pixel_shuffle(x)))`` for the PL style's 1x1 ``conv``
-        (``C / s^2 -> 2g``), without the full-resolution shuffled copy: input channel
-        ``c * s^2 + k`` is sub-pixel ``k`` of shuffled channel ``c``, so ``x`` viewed as
-        ``(B, C / s^2, s^2 * H * W)`` is the shuffled map, and one ``conv1d`` over it gives the
-        unshuffled offsets (the same values, measured bit-identical, 2-4x faster on CPU).
-        Traced and ONNX-exported graphs keep the shuffle (exporters need the conv's input
-        rank with dynamic sizes). Returns ``(B, out_channels * s^2, H, W)``."""
-        s = self.scale_factor
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return F.pixel_unshuffle(conv(F.pixel_shuffle(x, s)), s)
-        B, C, H, W = x.shape
-        sub = s * s
-        out = F.conv1d(x.reshape(B, C // sub, sub * H * W),
-                       conv.weight.reshape(conv.out_channels, C // sub, 1), conv.bias)
-        return out.reshape(B, conv.out_channels * sub, H, W)
+        return self._offsets(x, None)
 
     def initial_positions(self, dtype: torch.dtype) -> torch.Tensor:
         """``init_pos`` in ``dtype``: the buffer itself, or recomputed when the module was cast
@@ -164,8 +159,7 @@ class DySample(nn.Module):
         Returns ``(B, 2 * groups * s * s, H, W)``: the ``offset`` argument of
         :func:`mmdysample.functional.dysample` (initial positions included).
         """
-        offset = self.learned_offsets(x)
-        return offset + self.initial_positions(offset.dtype)
+        return self._offsets(x, self.initial_positions(position_dtype(x)))
 
     def forward(self, x: torch.Tensor, size=None) -> torch.Tensor:
         """``(B, C, H, W) -> (B, C, s*H, s*W)``, or exactly ``size = (H_out, W_out)``."""
@@ -174,7 +168,12 @@ class DySample(nn.Module):
         if size is not None:
             size = check_size(size)
         if size is None or size == (s * x.shape[2], s * x.shape[3]):
-            return dysample(x, self.sampling_offsets(x), s, self.groups)
+            weight, bias = self.projection_parameters()
+            init_pos = self.initial_positions(position_dtype(x))
+            if fused_layer_supported(x, weight, bias, init_pos):
+                return fused_dysample_layer(x, weight, bias, init_pos, s, self.groups,
+                                            self.style, self.scope_factor, self.dyscope)
+            return dysample(x, self._offsets(x, init_pos, weight, bias), s, self.groups)
         return dysample_to_size(x, self.learned_offsets(x), size, s, self.groups, self.init)
 
     def extra_repr(self):

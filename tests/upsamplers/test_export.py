@@ -24,17 +24,20 @@ def make_layer(style, dyscope, channels=16):
 def test_jit_trace_matches_eager_on_the_traced_and_other_shapes(style, dyscope):
     """The trace records sizes symbolically (the coordinate normalisation by W and H
     included), so it also serves other batch sizes and spatial sizes; only the input checks
-    are frozen (the traced graph does not raise on a wrong channel count)."""
+    are frozen (the traced graph does not raise on a wrong channel count). The trace records
+    the offset projection as a convolution, eager mode computes it as a matrix product: equal
+    up to float32 rounding of the offsets."""
     layer = make_layer(style, dyscope)
     x = torch.randn(1, 16, 5, 7)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # deprecation and TracerWarnings from the input checks
         traced = torch.jit.trace(layer, x)
-    torch.testing.assert_close(traced(x), layer(x), atol=0, rtol=0)
+    assert any(node.kind() == 'aten::_convolution' for node in traced.inlined_graph.nodes())
+    torch.testing.assert_close(traced(x), layer(x), atol=1e-5, rtol=0)
     other = torch.randn(2, 16, 6, 9)
     out = traced(other)
     assert out.shape == (2, 16, 12, 18)
-    torch.testing.assert_close(out, layer(other), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, layer(other), atol=1e-5, rtol=0)
 
 
 def test_torch_compile_keeps_the_fused_kernel_and_matches_eager():

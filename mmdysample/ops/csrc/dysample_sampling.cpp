@@ -328,17 +328,23 @@ class ThreadScratch {
   at::Tensor storage_;
 };
 
-// Scratch memory is capped at one eighth of the output's elements, whatever the thread count:
-// a forward + backward holds the output and its gradient anyway, so the fused path's peak
-// stays within a few percent of the reference path's (which builds a full-resolution grid
-// and its gradient instead). Threads beyond what the cap allows sit this call out.
-constexpr int64_t kScratchFraction = 8;
+// Scratch memory (per-thread buffers, and the backward's extra offset-gradient partial sums)
+// is capped at one sixteenth of the output's elements, or two threads' buffers if that is
+// more, whatever the thread count: a forward + backward holds the output and its gradient
+// anyway, so the fused path's peak stays within a few percent of bilinear interpolation's.
+// Threads beyond what the cap allows sit this call out.
+constexpr int64_t kScratchFraction = 16;
+
+int64_t scratch_budget(const Shape& shape, int64_t per_slot) {
+  return std::max<int64_t>(
+      shape.batch * shape.channels * shape.out_height() * shape.out_width() / kScratchFraction,
+      2 * per_slot);
+}
 
 int64_t scratch_slots(const Shape& shape, int64_t per_slot, int64_t tasks) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t budget = shape.batch * shape.channels * shape.out_height() * shape.out_width() /
-                         kScratchFraction;
-  return std::max<int64_t>(1, std::min({threads, tasks, budget / per_slot}));
+  return std::max<int64_t>(1,
+                           std::min({threads, tasks, scratch_budget(shape, per_slot) / per_slot}));
 }
 
 // Elements of one thread's scratch: `buffers` channels-last planes of CB channels and a tile.
@@ -628,11 +634,18 @@ std::vector<at::Tensor> dysample_backward(const at::Tensor& grad_out, const at::
     // Tasks are (batch, group, split of the group's channel blocks); more than one split
     // only when batch * groups cannot keep the threads busy. Each split accumulates its
     // own offset-gradient partial sums, reduced in finish_offset_grad.
-    const int64_t tasks_wanted = 2 * scratch_slots(
-        shape, slot_size(shape, buffers, CB), shape.batch * shape.groups * blocks_per_group<CB>(shape));
+    // Each extra split holds one more offset-sized buffer: what the scratch budget leaves.
+    const int64_t per_slot = slot_size(shape, buffers, CB);
+    const int64_t slots =
+        scratch_slots(shape, per_slot, shape.batch * shape.groups * blocks_per_group<CB>(shape));
     const int64_t per_split = shape.batch * shape.groups;
+    const int64_t offset_elements = shape.batch * shape.offset_channels() * shape.plane();
+    const int64_t spare = scratch_budget(shape, per_slot) - slots * per_slot;
+    const int64_t max_splits =
+        need_offset_grad ? 1 + std::max<int64_t>(0, spare) / offset_elements : blocks_per_group<CB>(shape);
     const int64_t splits = std::max<int64_t>(
-        1, std::min<int64_t>(blocks_per_group<CB>(shape), (tasks_wanted + per_split - 1) / per_split));
+        1, std::min<int64_t>({blocks_per_group<CB>(shape), max_splits,
+                              (2 * slots + per_split - 1) / per_split}));
     T* partial_data = nullptr;
     if (need_offset_grad) {
       partial = at::zeros({splits, shape.batch, shape.offset_channels(), shape.height, shape.width},

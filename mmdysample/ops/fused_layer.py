@@ -1,0 +1,195 @@
+"""A whole DySample layer (offset projection, scope, sampling) as one autograd node on CPU.
+
+:class:`mmdysample.upsamplers.DySample` computes its offsets with a 1x1 projection of ``x``
+and samples ``x`` at them. Composed from separate autograd nodes, a training step keeps three
+input-sized gradients alive at once (the sampling's, the projection's and their sum) and runs
+one projection per branch. Here the layer is one node:
+
+* the projection is a matrix product on ``x`` viewed as ``(B, C_in, N)`` (LP style: ``C_in = C``,
+  ``N = H * W``; PL style: ``C_in = C / s^2``, ``N = s^2 * H * W``: the pixel-shuffled map read
+  in place), and the dynamic scope's projection is stacked under the offset's, so one product
+  gives both (:func:`project_offsets`, shared with the composed path so that both compute the
+  same offsets bit for bit);
+* the backward adds the projection's input gradient *into* the sampling kernel's input
+  gradient (``baddbmm_``), so a step holds one input-sized gradient, as bilinear
+  interpolation does;
+* the sampling is the fused kernel of :mod:`mmdysample.ops.sampling`.
+
+:func:`fused_layer_supported` says when this path applies (CPU, float32/float64 parameters and
+input of one dtype, NCHW-contiguous input, eager mode without autocast, the fused kernel on and
+built); :class:`DySample` takes the composed path otherwise. A double backward
+(``create_graph=True``) differentiates the composed reference formulation.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .reference import grid_sample_dysample
+from .sampling import (_fused_wanted_and_built, _sample_backward_cpu, _sample_cpu,
+                       fused_supported)
+
+__all__ = [
+    'project_offsets', 'offsets_from_projection', 'fused_layer_supported', 'fused_dysample_layer'
+]
+
+
+def project_offsets(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                    scale_factor: int, style: str) -> torch.Tensor:
+    """DySample's 1x1 offset projection of ``x``, ``(B, O * r, H, W)`` where ``O`` is
+    ``weight``'s output channels and ``r = 1`` ('lp') or ``s^2`` ('pl', the projection of the
+    pixel-shuffled map, unshuffled back: ``pixel_unshuffle(conv(pixel_shuffle(x)))``).
+
+    Computed as one matrix product on ``x`` viewed as ``(B, C_in, N)`` (input channel
+    ``c * s^2 + k`` of the PL style is sub-pixel ``k`` of shuffled channel ``c``, so ``x``
+    viewed as ``(B, C / s^2, s^2 * H * W)`` *is* the shuffled map), in eager mode and under
+    ``torch.compile``. Traced, scripted and ONNX-exported graphs take the convolution form
+    (``Conv`` nodes, what deployment tools fuse and FLOP counters read; equal to the product up
+    to float rounding, ~1e-6 relative in float32).
+
+    Args:
+        weight: ``(O, C_in, 1, 1)`` (a 1x1 convolution's weight; several stacked along ``O``).
+        bias: ``(O,)`` or ``None``.
+    """
+    s = scale_factor
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if style == 'pl':
+            return F.pixel_unshuffle(F.conv2d(F.pixel_shuffle(x, s), weight, bias), s)
+        return F.conv2d(x, weight, bias)
+    B, C, H, W = x.shape
+    out_channels, in_channels = weight.shape[:2]
+    # bmm over the expanded weight: torch.matmul(2-D, 3-D) folds the batch by copying x
+    proj = torch.bmm(weight.view(1, out_channels, in_channels).expand(B, -1, -1),
+                     x.reshape(B, in_channels, -1))
+    if bias is not None:
+        proj = proj + bias.view(out_channels, 1)
+    return proj.view(B, -1, H, W)
+
+
+def _scoped_offsets(projection, init_pos, scope_factor, dyscope, dtype):
+    """(offsets, sigmoid gate of the dynamic scope or None): see offsets_from_projection."""
+    projection = projection.to(dtype)
+    gate = None
+    if dyscope:
+        offset, scope = projection.chunk(2, dim=1)
+        gate = scope.sigmoid()
+        learned = offset * (gate * (2 * scope_factor))
+    else:
+        learned = projection * scope_factor
+    return (learned if init_pos is None else learned + init_pos.to(dtype)), gate
+
+
+def offsets_from_projection(projection: torch.Tensor, init_pos: Optional[torch.Tensor],
+                            scope_factor: float, dyscope: bool,
+                            dtype: torch.dtype) -> torch.Tensor:
+    """Sampling offsets in ``dtype`` from the projection: static scope ``p * f + init``;
+    dynamic scope (``projection`` = offset half then scope half along channels)
+    ``o * (sigmoid(z) * 2f) + init`` (paper Eq. 5 and 6). ``init_pos=None``: the learned part
+    alone."""
+    return _scoped_offsets(projection, init_pos, scope_factor, dyscope, dtype)[0]
+
+
+def fused_layer_supported(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
+    """Whether :func:`fused_dysample_layer` handles ``x`` with these parameters: what the
+    fused sampling kernel takes (:func:`mmdysample.ops.fused_supported`, switches on, kernel
+    built), plus an NCHW-contiguous ``x``, parameters of ``x``'s dtype on the CPU as plain
+    tensors, eager mode (not under ``torch.compile``, which traces the sampling op instead) and
+    no CPU autocast (whose reduced-precision projection the composed path reproduces)."""
+    if torch.compiler.is_compiling() or not x.is_contiguous():
+        return False
+    if torch.is_autocast_enabled('cpu'):
+        return False
+    for param in params:
+        if param is not None and (type(param) not in (torch.Tensor, torch.nn.Parameter)
+                                  or param.dtype != x.dtype or param.device != x.device):
+            return False
+    return fused_supported(x, x) and _fused_wanted_and_built()
+
+
+def _composed(x, weight, bias, init_pos, config) -> torch.Tensor:
+    """The layer composed of differentiable operators, reference sampling (double backward)."""
+    s, groups, style, scope_factor, dyscope = config
+    projection = project_offsets(x, weight, bias, s, style)
+    offset = offsets_from_projection(projection, init_pos, scope_factor, dyscope, x.dtype)
+    return grid_sample_dysample(x, offset, s, groups)
+
+
+class _FusedDySampleLayer(torch.autograd.Function):
+    """Saves ``x`` (already held by the caller), the offsets and, with the dynamic scope, its
+    gate: one or two tensors of the offsets' size. The backward recovers the learned offset
+    ``L = o * gate * 2f`` as ``offset - init_pos`` (a rounding of ``init_pos``'s last bit,
+    ~1e-8 px), works in place on the kernel's offset gradient and adds the projection's input
+    gradient into the kernel's input gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, init_pos, config):
+        s, groups, style, scope_factor, dyscope = config
+        projection = project_offsets(x, weight, bias, s, style)
+        offset, gate = _scoped_offsets(projection, init_pos, scope_factor, dyscope, x.dtype)
+        del projection
+        ctx.config = config
+        ctx.save_for_backward(x, weight, bias, init_pos, offset, gate)
+        return _sample_cpu(x, offset, s, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, bias, init_pos, offset, gate = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:3]
+        s, groups, style, scope_factor, dyscope = ctx.config
+        if torch.is_grad_enabled():  # create_graph=True: differentiable gradients
+            inputs = [t for t, need in zip((x, weight, bias), needs) if need]
+            grads = iter(torch.autograd.grad(_composed(x, weight, bias, init_pos, ctx.config),
+                                             inputs, grad_out, create_graph=True))
+            return tuple(next(grads) if need else None for need in needs) + (None, None)
+        need_x, need_weight, need_bias = needs
+        need_projection = any(needs)
+        grad_x, grad_offset = _sample_backward_cpu(grad_out.contiguous(), x, offset, s, groups,
+                                                   need_x, need_projection)
+        grad_weight = grad_bias = None
+        if not need_projection:
+            return grad_x if need_x else None, None, None, None, None
+        # gradient wrt the projection, by rows of the weight: [(rows, gradient)]
+        if dyscope:  # d/do = g * gate * 2f; d/dz = g * L * (1 - gate)
+            grad_scope = offset - init_pos
+            grad_scope.mul_(grad_offset).addcmul_(grad_scope, gate, value=-1)
+            grad_offset.mul_(gate).mul_(2 * scope_factor)
+            half = weight.shape[0] // 2
+            parts = [(slice(0, half), grad_offset), (slice(half, None), grad_scope)]
+        else:
+            parts = [(slice(None), grad_offset.mul_(scope_factor))]
+        B, in_channels = x.shape[0], weight.shape[1]
+        x_matrix = x.reshape(B, in_channels, -1)
+        matrix = weight.view(weight.shape[0], in_channels)
+        if need_weight:
+            grad_weight = torch.empty_like(matrix)
+        if need_bias:
+            grad_bias = torch.empty_like(bias)
+        for rows, grad in parts:
+            grad = grad.view(B, matrix[rows].shape[0], -1)
+            if need_weight:
+                torch.sum(torch.matmul(grad, x_matrix.transpose(1, 2)), 0,
+                          out=grad_weight[rows])
+            if need_bias:
+                torch.sum(grad, (0, 2), out=grad_bias[rows])
+            if need_x:  # the projection's input gradient, added in place
+                grad_x.view(B, in_channels, -1).baddbmm_(
+                    matrix[rows].t().unsqueeze(0).expand(B, -1, -1), grad)
+        if need_weight:
+            grad_weight = grad_weight.view_as(weight)
+        return (grad_x if need_x else None), grad_weight, grad_bias, None, None
+
+
+def fused_dysample_layer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                         init_pos: torch.Tensor, scale_factor: int, groups: int, style: str,
+                         scope_factor: float, dyscope: bool) -> torch.Tensor:
+    """A DySample layer's output ``(B, C, s*H, s*W)`` as one autograd node (see the module
+    docstring); arguments unchecked (:class:`mmdysample.upsamplers.DySample` checks them and
+    :func:`fused_layer_supported` must hold).
+
+    Args:
+        weight, bias: the offset projection's (``(O, C_in, 1, 1)``, ``(O,)``), with the dynamic
+            scope's stacked under them when ``dyscope`` (bias zeros where the scope has none).
+        init_pos: ``(1, O, 1, 1)`` initial positions (``O = 2 * groups * s^2``).
+    """
+    config: Tuple = (int(scale_factor), int(groups), style, float(scope_factor), bool(dyscope))
+    return _FusedDySampleLayer.apply(x, weight, bias, init_pos, config)
