@@ -66,17 +66,24 @@ def project_offsets(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     return proj.view(B, -1, H, W)
 
 
-def _scoped_offsets(projection, init_pos, scope_factor, dyscope, dtype):
-    """(offsets, sigmoid gate of the dynamic scope or None): see offsets_from_projection."""
+def _scoped_offsets(projection, init_pos, scope_factor, dyscope, dtype, inplace=False):
+    """(offsets, sigmoid gate of the dynamic scope or None): see offsets_from_projection.
+    ``inplace``: the static scope reuses ``projection``'s memory (same arithmetic)."""
     projection = projection.to(dtype)
     gate = None
     if dyscope:
         offset, scope = projection.chunk(2, dim=1)
         gate = scope.sigmoid()
         learned = offset * (gate * (2 * scope_factor))
+    elif inplace:
+        learned = projection.mul_(scope_factor)
     else:
         learned = projection * scope_factor
-    return (learned if init_pos is None else learned + init_pos.to(dtype)), gate
+    if init_pos is None:
+        return learned, gate
+    if inplace and not dyscope:
+        return learned.add_(init_pos.to(dtype)), gate
+    return learned + init_pos.to(dtype), gate
 
 
 def offsets_from_projection(projection: torch.Tensor, init_pos: Optional[torch.Tensor],
@@ -125,7 +132,8 @@ class _FusedDySampleLayer(torch.autograd.Function):
     def forward(ctx, x, weight, bias, init_pos, config):
         s, groups, style, scope_factor, dyscope = config
         projection = project_offsets(x, weight, bias, s, style)
-        offset, gate = _scoped_offsets(projection, init_pos, scope_factor, dyscope, x.dtype)
+        offset, gate = _scoped_offsets(projection, init_pos, scope_factor, dyscope, x.dtype,
+                                       inplace=True)
         del projection
         ctx.config = config
         ctx.save_for_backward(x, weight, bias, init_pos, offset, gate)

@@ -74,6 +74,19 @@ def test_output_bit_identical_and_gradients_match_the_composed_path(name):
         assert relative_error(grads64[key], ref_grads64[key]) < 1e-12, key
 
 
+@pytest.mark.parametrize('threads', [1, 2])
+def test_output_bit_identical_at_a_realistic_size(threads):
+    """256 channels: 32-channel blocks (both styles) and 16-pixel transposed stores."""
+    torch.set_num_threads(threads)
+    x = torch.randn(2, 256, 48, 60)
+    for name in VARIANTS:
+        layer = make_layer(name, 256)
+        with torch.no_grad():
+            out = layer(x)
+            with use_fused(False):
+                torch.testing.assert_close(out, layer(x), rtol=0, atol=0, msg=name)
+
+
 @pytest.mark.parametrize('name', VARIANTS)
 def test_float64_gradcheck_and_double_backward(name):
     layer = make_layer(name, 8, torch.float64, scope_bias=name.endswith('+'))

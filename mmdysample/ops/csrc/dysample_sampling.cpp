@@ -222,6 +222,25 @@ void store_block(const T* __restrict__ src, int64_t n, int cb, T* __restrict__ d
   if (position_stride == 1) {
 #if defined(__AVX2__)
     if constexpr (std::is_same<T, float>::value && CB % 8 == 0) {
+      // 16 positions at a time, each destination row's 64 bytes written back to back (see
+      // load_block): a line is not left half-written while 31 other rows compete for its set
+      for (; p + 16 <= n; p += 16) {
+        for (int c8 = 0; c8 < cb; c8 += 8) {
+          __m256 lo[8], hi[8];
+          for (int r_ = 0; r_ < 8; ++r_) {
+            lo[r_] = _mm256_loadu_ps(src + (p + r_) * CB + c8);
+            hi[r_] = _mm256_loadu_ps(src + (p + 8 + r_) * CB + c8);
+          }
+          transpose8x8(lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]);
+          transpose8x8(hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7]);
+          const int rows = std::min(8, cb - c8);
+          for (int r_ = 0; r_ < rows; ++r_) {
+            T* row = dst + (c8 + r_) * channel_stride + p;
+            _mm256_storeu_ps(row, lo[r_]);
+            _mm256_storeu_ps(row + 8, hi[r_]);
+          }
+        }
+      }
       for (; p + 8 <= n; p += 8) {
         for (int c8 = 0; c8 < cb; c8 += 8) {
           __m256 r[8];
