@@ -100,15 +100,17 @@ def fused_layer_supported(x: torch.Tensor, *params: Optional[torch.Tensor]) -> b
     """Whether :func:`fused_dysample_layer` handles ``x`` with these parameters: what the
     fused sampling kernel takes (:func:`mmdysample.ops.fused_supported`, switches on, kernel
     built), plus an NCHW-contiguous ``x``, parameters of ``x``'s dtype on the CPU as plain
-    tensors, eager mode (not under ``torch.compile``, which traces the sampling op instead) and
-    no CPU autocast (whose reduced-precision projection the composed path reproduces)."""
-    if torch.compiler.is_compiling() or not x.is_contiguous():
+    tensors, and no CPU autocast (whose reduced-precision projection the composed path
+    reproduces). Under ``torch.compile`` the layer is the custom op ``mmdysample::dysample_layer``
+    (decided when the graph is traced)."""
+    if not x.is_contiguous():
         return False
     if torch.is_autocast_enabled('cpu'):
         return False
+    compiling = torch.compiler.is_compiling()
     for param in params:
-        if param is not None and (type(param) not in (torch.Tensor, torch.nn.Parameter)
-                                  or param.dtype != x.dtype or param.device != x.device):
+        if param is not None and (param.dtype != x.dtype or param.device != x.device or (
+                not compiling and type(param) not in (torch.Tensor, torch.nn.Parameter))):
             return False
     return fused_supported(x, x) and _fused_wanted_and_built()
 
@@ -121,70 +123,158 @@ def _composed(x, weight, bias, init_pos, config) -> torch.Tensor:
     return grid_sample_dysample(x, offset, s, groups)
 
 
+def _layer_forward(x, weight, bias, init_pos, config):
+    """(output, offsets, scope gate or an empty tensor) by the fused kernel."""
+    s, groups, style, scope_factor, dyscope = config
+    projection = project_offsets(x, weight, bias, s, style)
+    offset, gate = _scoped_offsets(projection, init_pos, scope_factor, dyscope, x.dtype,
+                                   inplace=True)
+    del projection
+    return _sample_cpu(x, offset, s, groups), offset, gate if dyscope else x.new_empty(0)
+
+
+def _layer_backward(grad_out, x, weight, bias, init_pos, offset, gate, config, needs):
+    """Gradients wrt (x, weight, bias), ``None`` where not needed. The learned offset
+    ``L = o * gate * 2f`` of the dynamic scope is recovered as ``offset - init_pos`` (a
+    rounding of ``init_pos``'s last bit, ~1e-8 px); the kernel's offset gradient is turned
+    into the projection's in place, and the projection's input gradient is added into the
+    kernel's input gradient."""
+    s, groups, style, scope_factor, dyscope = config
+    need_x, need_weight, need_bias = needs
+    need_projection = need_weight or need_bias or need_x
+    grad_x, grad_offset = _sample_backward_cpu(grad_out.contiguous(), x, offset, s, groups,
+                                               need_x, need_projection)
+    grad_x = grad_x if need_x else None
+    grad_weight = grad_bias = None
+    if not need_projection:
+        return grad_x, None, None
+    # gradient wrt the projection, by rows of the weight: [(rows, gradient)]
+    if dyscope:  # d/do = g * gate * 2f; d/dz = g * L * (1 - gate)
+        grad_scope = offset - init_pos
+        grad_scope.mul_(grad_offset).addcmul_(grad_scope, gate, value=-1)
+        grad_offset.mul_(gate).mul_(2 * scope_factor)
+        half = weight.shape[0] // 2
+        parts = [(slice(0, half), grad_offset), (slice(half, None), grad_scope)]
+    else:
+        parts = [(slice(None), grad_offset.mul_(scope_factor))]
+    B, in_channels = x.shape[0], weight.shape[1]
+    x_matrix = x.reshape(B, in_channels, -1)
+    matrix = weight.view(weight.shape[0], in_channels)
+    if need_weight:
+        grad_weight = torch.empty_like(matrix)
+    if need_bias:
+        grad_bias = torch.empty_like(bias)
+    for rows, grad in parts:
+        grad = grad.view(B, matrix[rows].shape[0], -1)
+        if need_weight:
+            torch.sum(torch.bmm(grad, x_matrix.transpose(1, 2)), 0, out=grad_weight[rows])
+        if need_bias:
+            torch.sum(grad, (0, 2), out=grad_bias[rows])
+        if need_x:  # the projection's input gradient, added in place
+            grad_x.view(B, in_channels, -1).baddbmm_(
+                matrix[rows].t().unsqueeze(0).expand(B, -1, -1), grad)
+    if need_weight:
+        grad_weight = grad_weight.view_as(weight)
+    return grad_x, grad_weight, grad_bias
+
+
+def _double_backward(grad_out, x, weight, bias, init_pos, config, needs):
+    """``create_graph=True``: differentiable gradients through the composed formulation."""
+    inputs = [t for t, need in zip((x, weight, bias), needs) if need]
+    grads = iter(torch.autograd.grad(_composed(x, weight, bias, init_pos, config), inputs,
+                                     grad_out, create_graph=True))
+    return tuple(next(grads) if need else None for need in needs)
+
+
 class _FusedDySampleLayer(torch.autograd.Function):
-    """Saves ``x`` (already held by the caller), the offsets and, with the dynamic scope, its
-    gate: one or two tensors of the offsets' size. The backward recovers the learned offset
-    ``L = o * gate * 2f`` as ``offset - init_pos`` (a rounding of ``init_pos``'s last bit,
-    ~1e-8 px), works in place on the kernel's offset gradient and adds the projection's input
-    gradient into the kernel's input gradient."""
+    """The eager path. Saves ``x`` (already held by the caller), the offsets and, with the
+    dynamic scope, its gate: one or two tensors of the offsets' size."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, init_pos, config):
-        s, groups, style, scope_factor, dyscope = config
-        projection = project_offsets(x, weight, bias, s, style)
-        offset, gate = _scoped_offsets(projection, init_pos, scope_factor, dyscope, x.dtype,
-                                       inplace=True)
-        del projection
+        out, offset, gate = _layer_forward(x, weight, bias, init_pos, config)
         ctx.config = config
         ctx.save_for_backward(x, weight, bias, init_pos, offset, gate)
-        return _sample_cpu(x, offset, s, groups)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, bias, init_pos, offset, gate = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:3]
-        s, groups, style, scope_factor, dyscope = ctx.config
-        if torch.is_grad_enabled():  # create_graph=True: differentiable gradients
-            inputs = [t for t, need in zip((x, weight, bias), needs) if need]
-            grads = iter(torch.autograd.grad(_composed(x, weight, bias, init_pos, ctx.config),
-                                             inputs, grad_out, create_graph=True))
-            return tuple(next(grads) if need else None for need in needs) + (None, None)
-        need_x, need_weight, need_bias = needs
-        need_projection = any(needs)
-        grad_x, grad_offset = _sample_backward_cpu(grad_out.contiguous(), x, offset, s, groups,
-                                                   need_x, need_projection)
-        grad_weight = grad_bias = None
-        if not need_projection:
-            return grad_x if need_x else None, None, None, None, None
-        # gradient wrt the projection, by rows of the weight: [(rows, gradient)]
-        if dyscope:  # d/do = g * gate * 2f; d/dz = g * L * (1 - gate)
-            grad_scope = offset - init_pos
-            grad_scope.mul_(grad_offset).addcmul_(grad_scope, gate, value=-1)
-            grad_offset.mul_(gate).mul_(2 * scope_factor)
-            half = weight.shape[0] // 2
-            parts = [(slice(0, half), grad_offset), (slice(half, None), grad_scope)]
+        needs = tuple(ctx.needs_input_grad[:3])
+        if torch.is_grad_enabled():
+            grads = _double_backward(grad_out, x, weight, bias, init_pos, ctx.config, needs)
         else:
-            parts = [(slice(None), grad_offset.mul_(scope_factor))]
-        B, in_channels = x.shape[0], weight.shape[1]
-        x_matrix = x.reshape(B, in_channels, -1)
-        matrix = weight.view(weight.shape[0], in_channels)
-        if need_weight:
-            grad_weight = torch.empty_like(matrix)
-        if need_bias:
-            grad_bias = torch.empty_like(bias)
-        for rows, grad in parts:
-            grad = grad.view(B, matrix[rows].shape[0], -1)
-            if need_weight:
-                torch.sum(torch.matmul(grad, x_matrix.transpose(1, 2)), 0,
-                          out=grad_weight[rows])
-            if need_bias:
-                torch.sum(grad, (0, 2), out=grad_bias[rows])
-            if need_x:  # the projection's input gradient, added in place
-                grad_x.view(B, in_channels, -1).baddbmm_(
-                    matrix[rows].t().unsqueeze(0).expand(B, -1, -1), grad)
-        if need_weight:
-            grad_weight = grad_weight.view_as(weight)
-        return (grad_x if need_x else None), grad_weight, grad_bias, None, None
+            grads = _layer_backward(grad_out, x, weight, bias, init_pos, offset, gate,
+                                    ctx.config, needs)
+        return grads + (None, None)
+
+
+# ------------------------------------------------------------- torch.compile: custom ops
+# The same forward and backward as torch.library custom ops, which AOTAutograd keeps as
+# opaque nodes (an autograd.Function calling the extension would break the graph). Eager
+# calls go through _FusedDySampleLayer (the ops' Python dispatch costs more per call).
+
+@torch.library.custom_op('mmdysample::dysample_layer', mutates_args=())
+def _layer_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+              init_pos: torch.Tensor, scale_factor: int, groups: int, style: str,
+              scope_factor: float, dyscope: bool) -> Tuple[torch.Tensor, torch.Tensor,
+                                                           torch.Tensor]:
+    config = (scale_factor, groups, style, scope_factor, dyscope)
+    return _layer_forward(x, weight, bias, init_pos, config)
+
+
+@_layer_op.register_fake
+def _layer_op_fake(x, weight, bias, init_pos, scale_factor, groups, style, scope_factor,
+                   dyscope):
+    B, C, H, W = x.shape
+    offset = x.new_empty((B, 2 * groups * scale_factor**2, H, W))
+    return (x.new_empty((B, C, scale_factor * H, scale_factor * W)), offset,
+            torch.empty_like(offset) if dyscope else x.new_empty(0))
+
+
+@torch.library.custom_op('mmdysample::dysample_layer_backward', mutates_args=())
+def _layer_backward_op(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                       bias: Optional[torch.Tensor], init_pos: torch.Tensor,
+                       offset: torch.Tensor, gate: torch.Tensor, scale_factor: int,
+                       groups: int, style: str, scope_factor: float, dyscope: bool,
+                       need_x: bool, need_weight: bool,
+                       need_bias: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    config = (scale_factor, groups, style, scope_factor, dyscope)
+    grads = _layer_backward(grad_out, x, weight, bias, init_pos, offset, gate, config,
+                            (need_x, need_weight, need_bias))
+    return tuple(x.new_empty(0) if g is None else g for g in grads)
+
+
+@_layer_backward_op.register_fake
+def _layer_backward_op_fake(grad_out, x, weight, bias, init_pos, offset, gate, scale_factor,
+                            groups, style, scope_factor, dyscope, need_x, need_weight,
+                            need_bias):
+    return (torch.empty_like(x) if need_x else x.new_empty(0),
+            torch.empty_like(weight) if need_weight else x.new_empty(0),
+            torch.empty_like(bias) if need_bias and bias is not None else x.new_empty(0))
+
+
+def _layer_op_setup_context(ctx, inputs, output):
+    x, weight, bias, init_pos, *config = inputs
+    _, offset, gate = output
+    ctx.config = tuple(config)
+    ctx.save_for_backward(x, weight, bias, init_pos, offset, gate)
+
+
+def _layer_op_backward(ctx, grad_out, _grad_offset, _grad_gate):
+    x, weight, bias, init_pos, offset, gate = ctx.saved_tensors
+    needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+             ctx.needs_input_grad[2] and bias is not None)
+    if torch.is_grad_enabled():
+        grads = _double_backward(grad_out, x, weight, bias, init_pos, ctx.config, needs)
+    else:
+        grads = _layer_backward_op(grad_out, x, weight, bias, init_pos, offset, gate,
+                                   *ctx.config, *needs)
+        grads = tuple(g if need else None for g, need in zip(grads, needs))
+    return grads + (None, ) * 6
+
+
+_layer_op.register_autograd(_layer_op_backward, setup_context=_layer_op_setup_context)
 
 
 def fused_dysample_layer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -200,4 +290,6 @@ def fused_dysample_layer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
         init_pos: ``(1, O, 1, 1)`` initial positions (``O = 2 * groups * s^2``).
     """
     config: Tuple = (int(scale_factor), int(groups), style, float(scope_factor), bool(dyscope))
+    if torch.compiler.is_compiling():
+        return _layer_op(x, weight, bias, init_pos, *config)[0]
     return _FusedDySampleLayer.apply(x, weight, bias, init_pos, config)

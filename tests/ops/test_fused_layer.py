@@ -177,3 +177,56 @@ def test_training_step_peak_memory_against_bilinear(threads, variants):
     # to three digits, as the benchmark reports it (DySample-S: 1.15002, the kernel's
     # per-thread 16-pixel tiles, 4 KiB, over 24 MiB of offsets, offset gradient and buffers)
     assert all(round(ratio, 3) <= MEMORY_LIMITS[name] for name, ratio in ratios.items()), ratios
+
+
+def compile_recording_graphs(fn):
+    """``torch.compile(fn, fullgraph=True)`` with AOTAutograd graphs run as traced (no code
+    generation); returns the compiled function and {'forward'/'backward': op targets}."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = {}
+
+    def recorder(kind):
+        def compiler(graph_module, example_inputs):
+            graphs[kind] = {str(node.target) for node in graph_module.graph.nodes}
+            return make_boxed_func(graph_module.forward)
+        return compiler
+
+    torch._dynamo.reset()
+    backend = aot_autograd(fw_compiler=recorder('forward'), bw_compiler=recorder('backward'))
+    return torch.compile(fn, backend=backend, fullgraph=True), graphs
+
+
+@pytest.mark.parametrize('name', ['DySample-S+', 'DySample'])
+def test_torch_compile_calls_the_layer_ops_with_eager_results(name):
+    layer = make_layer(name, 32, scope_bias=name.endswith('+'))
+    compiled, graphs = compile_recording_graphs(layer)
+    x = torch.randn(2, 32, 6, 9, requires_grad=True)
+    grad_out = torch.randn(2, 32, 12, 18)
+    out = compiled(x)
+    out.backward(grad_out)
+    assert 'mmdysample.dysample_layer.default' in graphs['forward']
+    assert 'mmdysample.dysample_layer_backward.default' in graphs['backward']
+    got = [x.grad] + [p.grad for p in layer.parameters()]
+    x.grad = None
+    layer.zero_grad()
+    expected = layer(x)
+    expected.backward(grad_out)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for a, b in zip(got, [x.grad] + [p.grad for p in layer.parameters()]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_torch_compile_of_the_functional_keeps_the_sampling_ops():
+    from mmdysample.functional import dysample, init_sampling_positions
+    compiled, graphs = compile_recording_graphs(lambda x, off: dysample(x, off, 2, 4))
+    x = torch.randn(1, 16, 5, 7, requires_grad=True)
+    offset = (torch.randn(1, 32, 5, 7) + init_sampling_positions(2, 4)).requires_grad_()
+    compiled(x, offset).sum().backward()
+    assert 'mmdysample.dysample_sample.default' in graphs['forward']
+    assert 'mmdysample.dysample_sample_backward.default' in graphs['backward']
+    grads = (x.grad, offset.grad)
+    x.grad = offset.grad = None
+    dysample(x, offset, 2, 4).sum().backward()
+    torch.testing.assert_close(grads, (x.grad, offset.grad), rtol=0, atol=0)

@@ -42,8 +42,8 @@ def test_jit_trace_matches_eager_on_the_traced_and_other_shapes(style, dyscope):
 
 def test_torch_compile_keeps_the_fused_kernel_and_matches_eager():
     """Dynamo captures DySample without graph breaks; AOTAutograd's forward and backward graphs
-    call the fused kernel's custom ops (mmdysample::dysample_sample and its backward) and equal
-    eager (the graphs run as traced, without code generation)."""
+    call the fused layer's custom ops (mmdysample::dysample_layer and its backward: the eager
+    path's kernels) and equal eager (the graphs run as traced, without code generation)."""
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
@@ -65,8 +65,8 @@ def test_torch_compile_keeps_the_fused_kernel_and_matches_eager():
     x = torch.randn(2, 16, 5, 7, requires_grad=True)
     out = compiled(x)
     out.square().sum().backward()
-    assert 'mmdysample.dysample_sample.default' in graphs['forward']
-    assert 'mmdysample.dysample_sample_backward.default' in graphs['backward']
+    assert 'mmdysample.dysample_layer.default' in graphs['forward']
+    assert 'mmdysample.dysample_layer_backward.default' in graphs['backward']
     assert not any('grid_sampler' in target for target in graphs['forward'])
     compiled_grads = [x.grad] + [p.grad for p in layer.parameters()]
     x.grad = None
