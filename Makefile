@@ -46,13 +46,18 @@ demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
 	$(PY) tools/collect_results.py --table demo --work-dir work_dirs/demo
 
-# Latency / peak memory / FLOPs of every registered upsampler against bilinear, at the two sizes
-# and thread counts of the performance targets, with the plots (work_dirs/benchmark/).
-# Other runs: make bench BENCH_ARGS="models" (training step of whole models), or any
-# `tools/benchmark.py layers|models` options.
-BENCH_ARGS ?= layers --sizes 1x256x64x64 2x256x128x128 --threads 1 2 --compare-reference
+# Latency / peak memory of the four DySample variants against bilinear (and nearest) at the two
+# sizes and thread counts of the performance targets, with the fused kernel off (reference) and
+# under torch.compile, then every registered upsampler at 1x256x64x64 with the plots
+# (work_dirs/benchmark/{targets,all}). Other runs: make bench BENCH_ARGS="models" (training
+# step of whole models), or any `tools/benchmark.py layers|models` options.
+BENCH_ARGS ?= layers --upsamplers Nearest Bilinear DySample DySample+ DySample-S DySample-S+ \
+	--sizes 1x256x64x64 2x256x128x128 --threads 1 2 --compare-reference --compile \
+	--repeats 9 --no-plots --out-dir work_dirs/benchmark/targets
+BENCH_ALL_ARGS ?= layers --sizes 1x256x64x64 --threads 2 --out-dir work_dirs/benchmark/all
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_ALL_ARGS)
 
 clean:
 	rm -rf $(VENV)

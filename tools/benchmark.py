@@ -77,6 +77,7 @@ DTYPES = {
 }
 PAPER_SIZE = '1x256x64x64'  # Sec. 3.4 of the paper
 REFERENCE_SUFFIX = ' [reference]'
+COMPILED_SUFFIX = ' [compiled]'
 TARGET_REPEAT_SECONDS = 0.05
 MAX_AUTO_ITERS = 200
 
@@ -148,7 +149,8 @@ class Case:
     closure, built from an upsampler config (or given, for the components)."""
 
     def __init__(self, label: str, size, scale: int, dtype, device, cfg: Optional[dict] = None,
-                 fused: Optional[bool] = None, calls: Optional[Tuple[Callable, Callable]] = None):
+                 fused: Optional[bool] = None, calls: Optional[Tuple[Callable, Callable]] = None,
+                 compiled: Optional[str] = None):
         self.label, self.cfg, self.fused = label, cfg, fused
         self.error: Optional[str] = None
         self.model: Optional[torch.nn.Module] = None
@@ -171,6 +173,10 @@ class Case:
                 self.error = f'{type(error).__name__}: {error}'
             else:
                 self.model.train()
+        # torch.compile of the layer with backend `compiled`; FLOPs and parameters read the
+        # eager module
+        self.run = torch.compile(self.model, backend=compiled) \
+            if compiled and self.model is not None else self.model
         self.calls = calls
         self.iters = dict(forward=1, train=1)
         self.samples: Dict[str, List[float]] = dict(forward=[], train=[])
@@ -183,7 +189,7 @@ class Case:
         if self.calls is not None:
             return self.calls[0]()
         with torch.no_grad(), fused_kernel(self.fused):
-            return self.model(*self.inputs)
+            return self.run(*self.inputs)
 
     def train_step(self):
         if self.calls is not None:
@@ -195,7 +201,7 @@ class Case:
             self.train_guide.grad = None
             inputs += (self.train_guide, )
         with fused_kernel(self.fused):
-            output = self.model(*inputs)
+            output = self.run(*inputs)
         output.backward(self.output_grad)
 
     def call(self, mode: str):
@@ -266,6 +272,9 @@ def measure_section(args, size, threads: Optional[int]) -> Dict[str, Any]:
     if args.compare_reference:
         cases += [Case(c.label + REFERENCE_SUFFIX, size, scale, dtype, device, cfg=c.cfg,
                        fused=False) for c in dysamples]
+    if args.compile:
+        cases += [Case(c.label + COMPILED_SUFFIX, size, scale, dtype, device, cfg=c.cfg,
+                       compiled=args.compile_backend) for c in dysamples]
     if args.components:
         for c in dysamples:
             cases += component_cases(c, size, scale, dtype, device)
@@ -335,6 +344,11 @@ def add_ratios(records: List[Dict[str, Any]]) -> None:
             for mode in ('forward', 'train'):
                 record[f'{mode}_speedup_over_reference'] = median_ratio(
                     reference[f'{mode}_ms']['samples'], record[f'{mode}_ms']['samples'])
+        compiled = by_label.get(record['label'] + COMPILED_SUFFIX)
+        if compiled is not None and record['error'] is None:
+            for mode in ('forward', 'train'):
+                record[f'{mode}_compiled_over_eager'] = median_ratio(
+                    compiled[f'{mode}_ms']['samples'], record[f'{mode}_ms']['samples'])
 
 
 def _load_average() -> Optional[List[float]]:
@@ -364,7 +378,8 @@ def run_layers(args) -> Dict[str, Any]:
     settings = dict(sizes=[list(s) for s in args.sizes], threads=args.threads,
                     scale_factor=args.scale, dtype=args.dtype, device=str(args.device),
                     iters=args.iters or 'auto', warmup=args.warmup, repeats=args.repeats,
-                    fused_kernel=fused_kernel_state())
+                    fused_kernel=fused_kernel_state(),
+                    compile_backend=args.compile_backend if args.compile else None)
     environment = environment_of(args.device)
     threads_before = torch.get_num_threads()
     try:
@@ -442,12 +457,19 @@ def markdown_table(report: Dict[str, Any]) -> str:
                       'rounds):', '', '| Upsampler | Forward | Fwd+bwd |', '|---|---:|---:|']
             lines += [f"| {r['label']} | {_fmt_ratio(r['forward_speedup_over_reference'])} | "
                       f"{_fmt_ratio(r['train_speedup_over_reference'])} |" for r in speedups]
+        compiled = [r for r in section['results'] if 'forward_compiled_over_eager' in r]
+        if compiled:
+            lines += ['', f"torch.compile (backend {s['compile_backend']}) time / eager time, "
+                      'median over rounds:', '',
+                      '| Upsampler | Forward | Fwd+bwd |', '|---|---:|---:|']
+            lines += [f"| {r['label']} | {_fmt_ratio(r['forward_compiled_over_eager'])} | "
+                      f"{_fmt_ratio(r['train_compiled_over_eager'])} |" for r in compiled]
     return '\n'.join(lines) + '\n'
 
 
 def _plot_rows(section: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [r for r in section['results'] if not r['error'] and r['cfg'] is not None
-            and not r['label'].endswith(REFERENCE_SUFFIX)]
+            and not r['label'].endswith((REFERENCE_SUFFIX, COMPILED_SUFFIX))]
 
 
 def plot_latency(report: Dict[str, Any], section: Dict[str, Any], path: str) -> None:
@@ -707,6 +729,11 @@ def parse_args(argv=None):
                         'of the ratios')
     layers.add_argument('--compare-reference', action='store_true',
                         help='also time the DySample variants with the fused kernel off')
+    layers.add_argument('--compile', action='store_true',
+                        help='also time the DySample variants under torch.compile (the first '
+                        'call compiles)')
+    layers.add_argument('--compile-backend', default='inductor',
+                        help='torch.compile backend of --compile')
     layers.add_argument('--components', action='store_true',
                         help="also time each DySample variant's sampling op and its offsets "
                         'alone')
