@@ -464,7 +464,29 @@ def markdown_table(report: Dict[str, Any]) -> str:
                       '| Upsampler | Forward | Fwd+bwd |', '|---|---:|---:|']
             lines += [f"| {r['label']} | {_fmt_ratio(r['forward_compiled_over_eager'])} | "
                       f"{_fmt_ratio(r['train_compiled_over_eager'])} |" for r in compiled]
+    if len(report['sections']) > 1:
+        lines += summary_table(report['sections'])
     return '\n'.join(lines) + '\n'
+
+
+def summary_table(sections: List[Dict[str, Any]]) -> List[str]:
+    """One row per upsampler, one column per section: forward / forward+backward / peak memory
+    of forward+backward, each as a ratio to bilinear."""
+    columns = [f"{'x'.join(map(str, s['input_shape']))}, {s['threads']} thr" for s in sections]
+    lines = ['', '### Summary: ratio to bilinear, forward / fwd+bwd / peak memory fwd+bwd', '',
+             '| Upsampler | ' + ' | '.join(columns) + ' |',
+             '|---|' + '---:|' * len(columns)]
+    labels = [r['label'] for r in sections[0]['results'] if r['label'] != 'Bilinear']
+    for label in labels:
+        cells = []
+        for section in sections:
+            r = next((r for r in section['results'] if r['label'] == label), None)
+            cells.append('-' if r is None or r['error'] else ' / '.join(
+                _fmt_ratio(r[key]) for key in ('forward_ratio_to_bilinear',
+                                               'train_ratio_to_bilinear',
+                                               'peak_memory_train_ratio_to_bilinear')))
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def _plot_rows(section: Dict[str, Any]) -> List[Dict[str, Any]]:
