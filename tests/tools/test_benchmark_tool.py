@@ -109,7 +109,7 @@ def test_thread_sections_reference_and_components(sections, threads_before):
     with open(out_dir / 'latency.png', 'rb') as png:
         assert png.read(8) == b'\x89PNG\r\n\x1a\n'
     table = (out_dir / 'benchmark.md').read_text()
-    assert table.count('### Input ') == 4 and 'Fused kernel speed-up' in table
+    assert table.count('### Input ') == 4 and "Speed-up over the authors' formulation" in table
     assert torch.get_num_threads() == threads_before  # restored after the sections
 
 

@@ -1,7 +1,34 @@
-"""tools/benchmark.py layers --compile: compiled rows next to the eager ones, their ratio to
-eager recomputed from the raw samples (aot_eager backend: no code generation in CI); the
-summary table across sections."""
+"""tools/benchmark.py layers for the performance targets: the authors' formulation that the
+reference rows time, --compile rows next to the eager ones with their ratio to eager
+recomputed from the raw samples (aot_eager backend: no code generation in CI), the summary
+table across sections."""
 import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdysample.ops import use_fused
+from mmdysample.upsamplers import build_upsampler
+
+
+@pytest.mark.parametrize('name', ['DySample', 'DySample+', 'DySample-S', 'DySample-S+'])
+def test_authors_formulation_is_conv2d_and_grid_sample_and_equals_the_layer(
+        benchmark_tool, name):
+    layer = build_upsampler(dict(type=name), 64, 2)
+    with torch.no_grad():
+        for conv in (layer.offset, getattr(layer, 'scope', None)):
+            if conv is not None:
+                conv.weight.normal_(0, 0.2)
+    x = torch.randn(2, 64, 9, 13, requires_grad=True)
+    with torch.profiler.profile() as profiler:
+        out = benchmark_tool.authors_formulation(layer, x)
+    ops = {event.name for event in profiler.events()}
+    assert {'aten::convolution', 'aten::grid_sampler_2d'} <= ops and 'aten::bmm' not in ops
+    torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)
+    with use_fused(False):
+        torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)
+    assert F.mse_loss(out, F.interpolate(x, scale_factor=2, mode='bilinear')) > 1e-3
 
 
 def test_compiled_rows_and_their_ratio_to_eager(benchmark_tool, tmp_path):
