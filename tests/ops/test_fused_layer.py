@@ -198,7 +198,7 @@ def compile_recording_graphs(fn):
     return torch.compile(fn, backend=backend, fullgraph=True), graphs
 
 
-@pytest.mark.parametrize('name', ['DySample-S+', 'DySample'])
+@pytest.mark.parametrize('name', VARIANTS)
 def test_torch_compile_calls_the_layer_ops_with_eager_results(name):
     layer = make_layer(name, 32, scope_bias=name.endswith('+'))
     compiled, graphs = compile_recording_graphs(layer)

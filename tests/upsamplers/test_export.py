@@ -40,44 +40,6 @@ def test_jit_trace_matches_eager_on_the_traced_and_other_shapes(style, dyscope):
     torch.testing.assert_close(out, layer(other), atol=1e-5, rtol=0)
 
 
-def test_torch_compile_keeps_the_fused_kernel_and_matches_eager():
-    """Dynamo captures DySample without graph breaks; AOTAutograd's forward and backward graphs
-    call the fused layer's custom ops (mmdysample::dysample_layer and its backward: the eager
-    path's kernels) and equal eager (the graphs run as traced, without code generation)."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    from mmdysample.ops import extension_available
-    if not extension_available():
-        pytest.skip('the fused kernel cannot be built here')
-    graphs = {}
-
-    def recorder(kind):
-        def compiler(graph_module, example_inputs):
-            graphs[kind] = {str(node.target) for node in graph_module.graph.nodes}
-            return make_boxed_func(graph_module.forward)
-        return compiler
-
-    torch._dynamo.reset()
-    layer = randomise(DySample(16, 2, style='lp', dyscope=True), std=0.5)
-    backend = aot_autograd(fw_compiler=recorder('forward'), bw_compiler=recorder('backward'))
-    compiled = torch.compile(layer, backend=backend, fullgraph=True)
-    x = torch.randn(2, 16, 5, 7, requires_grad=True)
-    out = compiled(x)
-    out.square().sum().backward()
-    assert 'mmdysample.dysample_layer.default' in graphs['forward']
-    assert 'mmdysample.dysample_layer_backward.default' in graphs['backward']
-    assert not any('grid_sampler' in target for target in graphs['forward'])
-    compiled_grads = [x.grad] + [p.grad for p in layer.parameters()]
-    x.grad = None
-    layer.zero_grad()
-    expected = layer(x)
-    expected.square().sum().backward()
-    torch.testing.assert_close(out, expected, atol=0, rtol=0)
-    for got, want in zip(compiled_grads, [x.grad] + [p.grad for p in layer.parameters()]):
-        torch.testing.assert_close(got, want)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get('MMDYSAMPLE_TEST_INDUCTOR') != '1',
                     reason='inductor C++ code generation takes ~75 s cold on the 2-core dev '
