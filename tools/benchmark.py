@@ -34,8 +34,9 @@ offset branch alone. Outputs (``--out-dir``): ``benchmark.md`` (also printed),
 ``latency_vs_miou.png`` (the paper's Fig. 1 style: latency here vs the SegFormer-B1 mIoU of
 the paper's Table 4).
 
-``models``: one training step (forward with losses, backward, SGD) of Faster R-CNN R50-FPN
-and SegFormer-B1 with DySample against their nearest / bilinear twins (same weights wherever
+``models``: one training step (forward with losses, backward, SGD) and one inference
+(``mode='predict'``) of Faster R-CNN R50-FPN and SegFormer-B1 with DySample against their
+nearest / bilinear twins (same weights wherever
 the two have the same parameters), interleaved rounds, median ratio to the twin; DySample
 with the fused kernel and with the reference path.
 
@@ -672,16 +673,28 @@ def build_training_model(config: str, batch: int, size: int):
 
 
 def training_step(model, data) -> Callable[[], None]:
-    model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5,
                                 momentum=0.9)
 
     def step():
+        model.train()
         optimizer.zero_grad()
         losses = model(**data, mode='loss')
         total, _ = model.parse_losses(losses)
         total.backward()
         optimizer.step()
+
+    return step
+
+
+def inference_step(model, data) -> Callable[[], None]:
+    """``model(..., mode='predict')`` in eval mode without gradients (postprocessing and, for
+    the detector, NMS included)."""
+
+    def step():
+        model.eval()
+        with torch.no_grad():
+            model(**data, mode='predict')
 
     return step
 
@@ -702,34 +715,36 @@ def run_models(args) -> Dict[str, Any]:
         # same weights wherever the two models have the same parameters, so that the
         # data-dependent parts (proposals, NMS, sampled RoIs) do about the same work
         dysample_model.load_state_dict(twin_model.state_dict(), strict=False)
-        dysample = training_step(dysample_model, dysample_data)
+        phases = dict(train=training_step, inference=inference_step)
+        for phase, make_step in phases.items():
+            dysample = make_step(dysample_model, dysample_data)
 
-        def fused(dysample=dysample):
-            with fused_kernel(True):
-                dysample()
+            def fused(dysample=dysample):
+                with fused_kernel(True):
+                    dysample()
 
-        def reference(dysample=dysample):
-            with fused_kernel(False):
-                dysample()
+            def reference(dysample=dysample):
+                with fused_kernel(False):
+                    dysample()
 
-        steps = {twin_label: training_step(twin_model, twin_data), 'DySample (fused)': fused,
-                 'DySample (reference)': reference}
-        wall = {case: [] for case in steps}
-        cpu = {case: [] for case in steps}
-        for round_index in range(args.warmup + args.repeats):
-            for case, step in steps.items():
-                start, cpu_start = time.perf_counter(), time.process_time()
-                step()
-                if round_index >= args.warmup:
-                    wall[case].append(time.perf_counter() - start)
-                    cpu[case].append(time.process_time() - cpu_start)
-        for case in steps:
-            results.append(dict(
-                model=name, case=case, twin=twin_label,
-                wall_s=tool_helpers.summarize_times(wall[case], 1).to_dict(),
-                wall_ratio_to_twin=median_ratio(wall[case], wall[twin_label]),
-                cpu_s=tool_helpers.summarize_times(cpu[case], 1).to_dict(),
-                cpu_ratio_to_twin=median_ratio(cpu[case], cpu[twin_label])))
+            steps = {twin_label: make_step(twin_model, twin_data),
+                     'DySample (fused)': fused, 'DySample (reference)': reference}
+            wall = {case: [] for case in steps}
+            cpu = {case: [] for case in steps}
+            for round_index in range(args.warmup + args.repeats):
+                for case, step in steps.items():
+                    start, cpu_start = time.perf_counter(), time.process_time()
+                    step()
+                    if round_index >= args.warmup:
+                        wall[case].append(time.perf_counter() - start)
+                        cpu[case].append(time.process_time() - cpu_start)
+            for case in steps:
+                results.append(dict(
+                    model=name, phase=phase, case=case, twin=twin_label,
+                    wall_s=tool_helpers.summarize_times(wall[case], 1).to_dict(),
+                    wall_ratio_to_twin=median_ratio(wall[case], wall[twin_label]),
+                    cpu_s=tool_helpers.summarize_times(cpu[case], 1).to_dict(),
+                    cpu_ratio_to_twin=median_ratio(cpu[case], cpu[twin_label])))
     settings = dict(models=args.models, batch=args.batch, size=args.size,
                     threads=torch.get_num_threads(), repeats=args.repeats, warmup=args.warmup,
                     fused_kernel=fused_kernel_state())
@@ -739,14 +754,16 @@ def run_models(args) -> Dict[str, Any]:
 
 def models_markdown(report: Dict[str, Any]) -> str:
     s = report['settings']
-    lines = [f"One training step (forward with losses, backward, SGD), batch {s['batch']} at "
-             f"{s['size']}x{s['size']}, {s['threads']} threads, median over {s['repeats']} "
-             f"interleaved rounds; ratios to the twin: median of the per-round ratios.", '',
-             '| Model | Case | Wall s | x twin | CPU s | x twin |', '|---|---|---:|---:|---:|---:|']
+    lines = [f"One training step (forward with losses, backward, SGD) and one inference "
+             f"(`mode='predict'`, no gradients), batch {s['batch']} at {s['size']}x{s['size']}, "
+             f"{s['threads']} threads, median over {s['repeats']} interleaved rounds; ratios to "
+             f"the twin: median of the per-round ratios.", '',
+             '| Model | Phase | Case | Wall s | x twin | CPU s | x twin |',
+             '|---|---|---|---:|---:|---:|---:|']
     for r in report['results']:
-        lines.append(f"| {r['model']} | {r['case']} | {r['wall_s']['median']:.3f} | "
-                     f"{_fmt_ratio(r['wall_ratio_to_twin'])} | {r['cpu_s']['median']:.3f} | "
-                     f"{_fmt_ratio(r['cpu_ratio_to_twin'])} |")
+        lines.append(f"| {r['model']} | {r['phase']} | {r['case']} | "
+                     f"{r['wall_s']['median']:.3f} | {_fmt_ratio(r['wall_ratio_to_twin'])} | "
+                     f"{r['cpu_s']['median']:.3f} | {_fmt_ratio(r['cpu_ratio_to_twin'])} |")
     return '\n'.join(lines) + '\n'
 
 

@@ -58,3 +58,19 @@ def test_compiled_rows_and_their_ratio_to_eager(benchmark_tool, tmp_path):
         'forward_ratio_to_bilinear', 'train_ratio_to_bilinear',
         'peak_memory_train_ratio_to_bilinear'))
     assert row.endswith(f'| {expected} |')
+
+
+@pytest.mark.slow
+def test_models_time_training_and_inference_against_the_twin(benchmark_tool, tmp_path):
+    report = benchmark_tool.main(['models', '--models', 'segformer', '--batch', '1',
+                                  '--size', '64', '--repeats', '2', '--warmup', '0',
+                                  '--threads', '1', '--out-dir', str(tmp_path)])
+    rows = {(r['phase'], r['case']): r for r in report['results']}
+    assert set(rows) == {(phase, case) for phase in ('train', 'inference')
+                         for case in ('bilinear', 'DySample (fused)', 'DySample (reference)')}
+    for (phase, case), row in rows.items():
+        twin = rows[(phase, 'bilinear')]
+        ratios = [a / b for a, b in zip(row['wall_s']['samples'], twin['wall_s']['samples'])]
+        assert row['wall_ratio_to_twin'] == statistics.median(ratios)
+    text = (tmp_path / 'models.md').read_text()
+    assert '| segformer | inference | DySample (fused) |' in text
