@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from mmdet.models.necks.fpn import FPN as MMDetFPN
 from mmdet.registry import MODELS as MMDET_MODELS
+from mmengine.registry import DefaultScope
 
 import mmdysample  # noqa: F401  (registers the patched FPN)
 from mmdysample.mmdet import UpsamplerFPN
@@ -61,9 +62,12 @@ def build_pair(variant, upsample_cfg, seed=0):
 
 
 def test_import_replaces_mmdet_fpn_in_registry():
-    assert MMDET_MODELS.get('FPN') is UpsamplerFPN
-    neck = MMDET_MODELS.build(
-        dict(type='FPN', in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=5))
+    # in the mmdet scope, as a runner with default_scope='mmdet' builds (another test of the
+    # same process may have left the mmseg scope current, where 'FPN' is mmseg's neck)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        assert MMDET_MODELS.get('FPN') is UpsamplerFPN
+        neck = MMDET_MODELS.build(
+            dict(type='FPN', in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_outs=5))
     assert type(neck) is UpsamplerFPN
     assert issubclass(UpsamplerFPN, MMDetFPN)
 
