@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from .reference import grid_sample_dysample
-from .sampling import (_fused_wanted_and_built, _sample_backward_cpu, _sample_cpu,
-                       fused_supported)
+from .sampling import (_extension, _fused_wanted_and_built, _sample_backward_cpu,
+                       _sample_cpu, fused_supported)
 
 __all__ = [
     'project_offsets', 'offsets_from_projection', 'fused_layer_supported', 'fused_dysample_layer'
@@ -61,39 +61,32 @@ def project_offsets(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     # bmm over the expanded weight: torch.matmul(2-D, 3-D) folds the batch by copying x
     proj = torch.bmm(weight.view(1, out_channels, in_channels).expand(B, -1, -1),
                      x.reshape(B, in_channels, -1))
-    if bias is not None:
-        proj = proj + bias.view(out_channels, 1)
+    if bias is not None:  # in place (one offset-sized tensor less) unless autocast lowered proj
+        bias = bias.view(out_channels, 1)
+        proj = proj.add_(bias) if proj.dtype == bias.dtype else proj + bias
     return proj.view(B, -1, H, W)
 
 
-def _scoped_offsets(projection, init_pos, scope_factor, dyscope, dtype, inplace=False):
-    """(offsets, sigmoid gate of the dynamic scope or None): see offsets_from_projection.
-    ``inplace``: the static scope reuses ``projection``'s memory (same arithmetic)."""
+def offsets_from_projection(projection: torch.Tensor, init_pos: Optional[torch.Tensor],
+                            scope_factor: float, dyscope: bool, dtype: torch.dtype,
+                            inplace: bool = False) -> torch.Tensor:
+    """Sampling offsets in ``dtype`` from the projection: static scope ``p * f + init``;
+    dynamic scope (``projection`` = offset half then scope half along channels)
+    ``o * (sigmoid(z) * 2f) + init`` (paper Eq. 5 and 6). ``init_pos=None``: the learned part
+    alone. ``inplace``: the static scope reuses ``projection``'s memory (same arithmetic)."""
     projection = projection.to(dtype)
-    gate = None
     if dyscope:
         offset, scope = projection.chunk(2, dim=1)
-        gate = scope.sigmoid()
-        learned = offset * (gate * (2 * scope_factor))
+        learned = offset * (scope.sigmoid() * (2 * scope_factor))
     elif inplace:
         learned = projection.mul_(scope_factor)
     else:
         learned = projection * scope_factor
     if init_pos is None:
-        return learned, gate
+        return learned
     if inplace and not dyscope:
-        return learned.add_(init_pos.to(dtype)), gate
-    return learned + init_pos.to(dtype), gate
-
-
-def offsets_from_projection(projection: torch.Tensor, init_pos: Optional[torch.Tensor],
-                            scope_factor: float, dyscope: bool,
-                            dtype: torch.dtype) -> torch.Tensor:
-    """Sampling offsets in ``dtype`` from the projection: static scope ``p * f + init``;
-    dynamic scope (``projection`` = offset half then scope half along channels)
-    ``o * (sigmoid(z) * 2f) + init`` (paper Eq. 5 and 6). ``init_pos=None``: the learned part
-    alone."""
-    return _scoped_offsets(projection, init_pos, scope_factor, dyscope, dtype)[0]
+        return learned.add_(init_pos.to(dtype))
+    return learned + init_pos.to(dtype)
 
 
 def fused_layer_supported(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
@@ -124,21 +117,26 @@ def _composed(x, weight, bias, init_pos, config) -> torch.Tensor:
 
 
 def _layer_forward(x, weight, bias, init_pos, config):
-    """(output, offsets, scope gate or an empty tensor) by the fused kernel."""
+    """(output, offsets) by the fused kernel."""
     s, groups, style, scope_factor, dyscope = config
     projection = project_offsets(x, weight, bias, s, style)
-    offset, gate = _scoped_offsets(projection, init_pos, scope_factor, dyscope, x.dtype,
-                                   inplace=True)
+    offset = offsets_from_projection(projection, init_pos, scope_factor, dyscope, x.dtype,
+                                     inplace=True)
     del projection
-    return _sample_cpu(x, offset, s, groups), offset, gate if dyscope else x.new_empty(0)
+    return _sample_cpu(x, offset, s, groups), offset
 
 
-def _layer_backward(grad_out, x, weight, bias, init_pos, offset, gate, config, needs):
-    """Gradients wrt (x, weight, bias), ``None`` where not needed. The learned offset
-    ``L = o * gate * 2f`` of the dynamic scope is recovered as ``offset - init_pos`` (a
-    rounding of ``init_pos``'s last bit, ~1e-8 px); the kernel's offset gradient is turned
-    into the projection's in place, and the projection's input gradient is added into the
-    kernel's input gradient."""
+def _layer_backward(grad_out, x, weight, bias, init_pos, offset, config, needs):
+    """Gradients wrt (x, weight, bias), ``None`` where not needed.
+
+    Memory: besides ``x`` only the offsets are saved; with the dynamic scope its gate is
+    recomputed after the sampling kernel's backward (one product of the scope rows on ``x``),
+    and the chain rule runs in place on the kernel's offset gradient and the gate (the
+    learned offset ``o * gate * 2f`` is recovered as ``offset - init_pos``, a rounding of
+    ``init_pos``'s last bit, ~1e-8 px). So the kernel's backward, then the chain rule, each
+    hold at most three offset-sized tensors (offsets, their gradient, and the kernel's
+    scratch or the gate). The projection's input gradient is added into the kernel's input
+    gradient."""
     s, groups, style, scope_factor, dyscope = config
     need_x, need_weight, need_bias = needs
     need_projection = need_weight or need_bias or need_x
@@ -149,12 +147,14 @@ def _layer_backward(grad_out, x, weight, bias, init_pos, offset, gate, config, n
     if not need_projection:
         return grad_x, None, None
     # gradient wrt the projection, by rows of the weight: [(rows, gradient)]
-    if dyscope:  # d/do = g * gate * 2f; d/dz = g * L * (1 - gate)
-        grad_scope = offset - init_pos
-        grad_scope.mul_(grad_offset).addcmul_(grad_scope, gate, value=-1)
-        grad_offset.mul_(gate).mul_(2 * scope_factor)
+    if dyscope:  # d/do = g * gate * 2f; d/dz = g * L * (1 - gate), in place
         half = weight.shape[0] // 2
-        parts = [(slice(0, half), grad_offset), (slice(half, None), grad_scope)]
+        gate = project_offsets(x, weight[half:], None if bias is None else bias[half:], s,
+                               style).sigmoid_()
+        _extension().dyscope_chain(grad_offset, gate, offset,
+                                   init_pos.reshape(-1).to(offset.dtype).contiguous(),
+                                   scope_factor)
+        parts = [(slice(0, half), grad_offset), (slice(half, None), gate)]
     else:
         parts = [(slice(None), grad_offset.mul_(scope_factor))]
     B, in_channels = x.shape[0], weight.shape[1]
@@ -187,25 +187,24 @@ def _double_backward(grad_out, x, weight, bias, init_pos, config, needs):
 
 
 class _FusedDySampleLayer(torch.autograd.Function):
-    """The eager path. Saves ``x`` (already held by the caller), the offsets and, with the
-    dynamic scope, its gate: one or two tensors of the offsets' size."""
+    """The eager path. Saves ``x`` (already held by the caller) and the offsets."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, init_pos, config):
-        out, offset, gate = _layer_forward(x, weight, bias, init_pos, config)
+        out, offset = _layer_forward(x, weight, bias, init_pos, config)
         ctx.config = config
-        ctx.save_for_backward(x, weight, bias, init_pos, offset, gate)
+        ctx.save_for_backward(x, weight, bias, init_pos, offset)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, bias, init_pos, offset, gate = ctx.saved_tensors
+        x, weight, bias, init_pos, offset = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
         if torch.is_grad_enabled():
             grads = _double_backward(grad_out, x, weight, bias, init_pos, ctx.config, needs)
         else:
-            grads = _layer_backward(grad_out, x, weight, bias, init_pos, offset, gate,
-                                    ctx.config, needs)
+            grads = _layer_backward(grad_out, x, weight, bias, init_pos, offset, ctx.config,
+                                    needs)
         return grads + (None, None)
 
 
@@ -217,8 +216,7 @@ class _FusedDySampleLayer(torch.autograd.Function):
 @torch.library.custom_op('mmdysample::dysample_layer', mutates_args=())
 def _layer_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
               init_pos: torch.Tensor, scale_factor: int, groups: int, style: str,
-              scope_factor: float, dyscope: bool) -> Tuple[torch.Tensor, torch.Tensor,
-                                                           torch.Tensor]:
+              scope_factor: float, dyscope: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     config = (scale_factor, groups, style, scope_factor, dyscope)
     return _layer_forward(x, weight, bias, init_pos, config)
 
@@ -227,26 +225,25 @@ def _layer_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 def _layer_op_fake(x, weight, bias, init_pos, scale_factor, groups, style, scope_factor,
                    dyscope):
     B, C, H, W = x.shape
-    offset = x.new_empty((B, 2 * groups * scale_factor**2, H, W))
-    return (x.new_empty((B, C, scale_factor * H, scale_factor * W)), offset,
-            torch.empty_like(offset) if dyscope else x.new_empty(0))
+    return (x.new_empty((B, C, scale_factor * H, scale_factor * W)),
+            x.new_empty((B, 2 * groups * scale_factor**2, H, W)))
 
 
 @torch.library.custom_op('mmdysample::dysample_layer_backward', mutates_args=())
 def _layer_backward_op(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                        bias: Optional[torch.Tensor], init_pos: torch.Tensor,
-                       offset: torch.Tensor, gate: torch.Tensor, scale_factor: int,
+                       offset: torch.Tensor, scale_factor: int,
                        groups: int, style: str, scope_factor: float, dyscope: bool,
                        need_x: bool, need_weight: bool,
                        need_bias: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     config = (scale_factor, groups, style, scope_factor, dyscope)
-    grads = _layer_backward(grad_out, x, weight, bias, init_pos, offset, gate, config,
+    grads = _layer_backward(grad_out, x, weight, bias, init_pos, offset, config,
                             (need_x, need_weight, need_bias))
     return tuple(x.new_empty(0) if g is None else g for g in grads)
 
 
 @_layer_backward_op.register_fake
-def _layer_backward_op_fake(grad_out, x, weight, bias, init_pos, offset, gate, scale_factor,
+def _layer_backward_op_fake(grad_out, x, weight, bias, init_pos, offset, scale_factor,
                             groups, style, scope_factor, dyscope, need_x, need_weight,
                             need_bias):
     return (torch.empty_like(x) if need_x else x.new_empty(0),
@@ -256,20 +253,20 @@ def _layer_backward_op_fake(grad_out, x, weight, bias, init_pos, offset, gate, s
 
 def _layer_op_setup_context(ctx, inputs, output):
     x, weight, bias, init_pos, *config = inputs
-    _, offset, gate = output
+    _, offset = output
     ctx.config = tuple(config)
-    ctx.save_for_backward(x, weight, bias, init_pos, offset, gate)
+    ctx.save_for_backward(x, weight, bias, init_pos, offset)
 
 
-def _layer_op_backward(ctx, grad_out, _grad_offset, _grad_gate):
-    x, weight, bias, init_pos, offset, gate = ctx.saved_tensors
+def _layer_op_backward(ctx, grad_out, _grad_offset):
+    x, weight, bias, init_pos, offset = ctx.saved_tensors
     needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
              ctx.needs_input_grad[2] and bias is not None)
     if torch.is_grad_enabled():
         grads = _double_backward(grad_out, x, weight, bias, init_pos, ctx.config, needs)
     else:
-        grads = _layer_backward_op(grad_out, x, weight, bias, init_pos, offset, gate,
-                                   *ctx.config, *needs)
+        grads = _layer_backward_op(grad_out, x, weight, bias, init_pos, offset, *ctx.config,
+                                   *needs)
         grads = tuple(g if need else None for g, need in zip(grads, needs))
     return grads + (None, ) * 6
 

@@ -681,9 +681,64 @@ std::vector<at::Tensor> dysample_backward(const at::Tensor& grad_out, const at::
   return {grad_x, grad_offset};
 }
 
+// The dynamic scope's chain rule, in place, one pass, no temporaries: offsets were
+// o * gate * 2f + init with gate = sigmoid(z), so with g the offsets' gradient and
+// L = offset - init,
+//   grad <- g * gate * 2f         (gradient wrt o)
+//   gate <- g * L * (1 - gate)    (gradient wrt z)
+// grad, gate, offset: contiguous (B, K, H, W); init_pos: (K) values, one per channel.
+template <typename T>
+void dyscope_chain_kernel(at::Tensor& grad, at::Tensor& gate, const at::Tensor& offset,
+                          const at::Tensor& init_pos, double scope_factor) {
+  const int64_t K = grad.size(1), HW = grad.size(2) * grad.size(3);
+  const int64_t planes = grad.size(0) * K;
+  T* g = grad.data_ptr<T>();
+  T* scope = gate.data_ptr<T>();
+  const T* off = offset.data_ptr<T>();
+  const T* init = init_pos.data_ptr<T>();
+  const T two_f = static_cast<T>(2 * scope_factor);
+  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const T start = init[plane % K];
+      T* gp = g + plane * HW;
+      T* zp = scope + plane * HW;
+      const T* op = off + plane * HW;
+      for (int64_t i = 0; i < HW; ++i) {
+        const T gate_value = zp[i], grad_value = gp[i];
+        gp[i] = grad_value * gate_value * two_f;
+        zp[i] = grad_value * (op[i] - start) * (T(1) - gate_value);
+      }
+    }
+  });
+}
+
+void dyscope_chain(at::Tensor grad, at::Tensor gate, const at::Tensor& offset,
+                   const at::Tensor& init_pos, double scope_factor) {
+  TORCH_CHECK(grad.device().is_cpu() && gate.device().is_cpu() && offset.device().is_cpu() &&
+                  init_pos.device().is_cpu(),
+              "dyscope_chain: CPU tensors only");
+  TORCH_CHECK(grad.dim() == 4 && grad.sizes() == gate.sizes() && grad.sizes() == offset.sizes(),
+              "dyscope_chain: grad, gate and offset must have one 4-D shape");
+  TORCH_CHECK(grad.is_contiguous() && gate.is_contiguous() && offset.is_contiguous() &&
+                  init_pos.is_contiguous() && init_pos.numel() == grad.size(1),
+              "dyscope_chain: contiguous tensors, one initial position per channel");
+  TORCH_CHECK(grad.scalar_type() == gate.scalar_type() && grad.scalar_type() == offset.scalar_type() &&
+                  grad.scalar_type() == init_pos.scalar_type(),
+              "dyscope_chain: one dtype");
+  if (grad.scalar_type() == at::kFloat) {
+    dyscope_chain_kernel<float>(grad, gate, offset, init_pos, scope_factor);
+  } else {
+    TORCH_CHECK(grad.scalar_type() == at::kDouble, "dyscope_chain: float32 or float64");
+    dyscope_chain_kernel<double>(grad, gate, offset, init_pos, scope_factor);
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("dyscope_chain", &dyscope_chain, "DySample dynamic scope chain rule, in place",
+        py::arg("grad"), py::arg("gate"), py::arg("offset"), py::arg("init_pos"),
+        py::arg("scope_factor"));
   m.doc() = "Fused DySample bilinear point sampling (border padding) for CPU";
   m.def("forward", &dysample_forward, "DySample sampling forward", py::arg("x"), py::arg("offset"),
         py::arg("scale_factor"), py::arg("groups"), py::arg("fused_unnormalize"));
