@@ -176,6 +176,31 @@ inline void transpose8x8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256&
 }
 #endif
 
+#if defined(__AVX2__)
+// 16 positions of CB NCHW rows into a [16][CB] channels-last tile (padding channels 0): both
+// 32-byte halves of each row's 64 bytes are read back to back (the rows are a power-of-two
+// stride apart and share cache sets; read half by half, 32 rows at a time, a line is often
+// evicted before its second half is used).
+template <typename T, int CB>
+inline void load_tile16(const T* __restrict__ src, int64_t channel_stride, int cb,
+                        T* __restrict__ dst) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int c8 = 0; c8 < CB; c8 += 8) {
+    __m256 lo[8], hi[8];
+    for (int r_ = 0; r_ < 8; ++r_) {
+      const T* row = src + (c8 + r_) * channel_stride;
+      const bool valid = c8 + r_ < cb;
+      lo[r_] = valid ? _mm256_loadu_ps(row) : zero;
+      hi[r_] = valid ? _mm256_loadu_ps(row + 8) : zero;
+    }
+    transpose8x8(lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]);
+    for (int r_ = 0; r_ < 8; ++r_) _mm256_storeu_ps(dst + r_ * CB + c8, lo[r_]);
+    transpose8x8(hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7]);
+    for (int r_ = 0; r_ < 8; ++r_) _mm256_storeu_ps(dst + (8 + r_) * CB + c8, hi[r_]);
+  }
+}
+#endif
+
 // dst[p * CB + c] = src[c * channel_stride + p * position_stride] for c < cb, 0 for the
 // padding channels cb <= c < CB; p < n.
 template <typename T, int CB>
@@ -186,6 +211,7 @@ void load_block(const T* __restrict__ src, int64_t channel_stride, int64_t posit
 #if defined(__AVX2__)
     if constexpr (std::is_same<T, float>::value && CB % 8 == 0) {
       const __m256 zero = _mm256_setzero_ps();
+      for (; p + 16 <= n; p += 16) load_tile16<T, CB>(src + p, channel_stride, cb, dst + p * CB);
       for (; p + 8 <= n; p += 8) {
         for (int c8 = 0; c8 < CB; c8 += 8) {
           __m256 r[8];
