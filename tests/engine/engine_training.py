@@ -7,9 +7,9 @@ generator, seeded from the runner's seed), the data "augmentations" draw from Nu
 Python's global generators, the model draws dropout masks from torch's.
 
 The tests fork their trainings from a ``multiprocessing`` forkserver that preloads this
-module: so everything a training imports is imported here, at the top (the runner, and the
-matplotlib modules its visualizer imports when it is built), and a child can tell whether it
-was forked from a server that did (:func:`check_preloaded`).
+module (tests/forked_runs.py): so everything a training imports is imported here, at the
+top (the runner, and the matplotlib modules its visualizer imports when it is built), and
+nothing is changed at import that other runs of that server would see.
 """
 import os
 import os.path as osp
@@ -39,14 +39,16 @@ IMPORTED_BY_PID = os.getpid()
 FEATURES = 8
 
 
-def _plain_config_text(cfg):
-    return '\n'.join(f'{key} = {value!r}' for key, value in cfg.to_dict().items()) + '\n'
+class PlainTextConfig(Config):
+    """mmengine formats the whole config with yapf for every checkpoint's meta and the log
+    (0.5 s a time here, most of a tiny run); these configs hold only literals, which are
+    written plainly instead (still read back by ``Config.fromstring`` on resume). A
+    subclass (the runner's copies keep it), so that no other config in the process, nor in
+    the forkserver's other children, is written differently."""
 
-
-# mmengine formats the whole config with yapf for every checkpoint's meta and the log
-# (0.5 s a time here, most of a tiny run); these configs hold only literals, which are
-# written plainly instead (still read back by ``Config.fromstring`` on resume).
-Config.pretty_text = property(_plain_config_text)
+    @property
+    def pretty_text(self):
+        return '\n'.join(f'{key} = {value!r}' for key, value in self.to_dict().items()) + '\n'
 
 
 @MODELS.register_module(name='EngineTestNet', force=True)
@@ -84,7 +86,7 @@ class EngineTestData(torch.utils.data.Dataset):
 
 def tiny_config(work_dir, max_iters=4, interval=2, seed=None, max_keep_ckpts=-1,
                 launcher='none', **checkpoint_options):
-    return Config(dict(
+    return PlainTextConfig(dict(
         model=dict(type='EngineTestNet'),
         work_dir=str(work_dir),
         experiment_name=f'engine_test_{uuid.uuid4().hex[:8]}',
@@ -119,21 +121,15 @@ def state_dict(path):
 # ------------------------------------------------------ entry points of killed processes
 
 
-def check_preloaded():
-    """Entry point of the first child: exit status 3 if this module was imported in this
-    process rather than preloaded by the forkserver (every training would then import torch,
-    mmengine and mmdysample again, seconds each)."""
-    raise SystemExit(3 if os.getpid() == IMPORTED_BY_PID else 0)
-
-
 class _KillSelfAfterCheckpoint(Hook):
     """SIGKILL this process ``delay_s`` seconds after checkpoint ``iteration`` was written.
 
-    The kill comes from a timer thread, so that it lands wherever the training then is (in an
-    iteration's compute, in a checkpoint write, between the two), timed by the training's own
-    progress rather than by a watcher that a busy machine may not schedule in time. A run
-    that gets to its last iteration before the kill waits there for it: every kill hits a
-    training with iterations left.
+    The kill comes from a timer thread, so that it lands wherever the training then is (in the
+    next iteration's compute, in its checkpoint write, between the two), timed by the
+    training's own progress rather than by a watcher that a busy machine may not schedule in
+    time. A run that would start iteration ``iteration + 2``, or its last iteration, before
+    the kill waits there for it: every kill hits a training with iterations left, at most one
+    checkpoint past ``iteration``.
     """
     priority = 'LOWEST'  # after CheckpointHook (VERY_LOW) wrote the iteration's checkpoint
 
@@ -146,7 +142,9 @@ class _KillSelfAfterCheckpoint(Hook):
             self.timer.start()
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if self.timer is not None and runner.iter + 1 == runner.max_iters:
+        next_iteration = runner.iter + 1
+        if self.timer is not None and next_iteration >= min(self.iteration + 2,
+                                                            runner.max_iters):
             while True:  # the timer's SIGKILL ends this
                 time.sleep(1)
 
