@@ -104,34 +104,55 @@ def context():
     return _context
 
 
-def _tool_main(name, argv, cwd, stdout_path, stderr_path, env, threads):
-    """Child: ``tools/<name>.py ARGV`` in ``cwd`` with ``env`` added to the environment."""
+def _call_with_output_to(stdout_path, stderr_path, env, threads, target, args):
+    """Child: ``target(*args)`` with stdout and stderr (the file descriptors) written to
+    the two files, ``env`` added to the environment, ``threads`` intra-op threads."""
     for fd, path in ((1, stdout_path), (2, stderr_path)):
         out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(out, fd)
         os.close(out)
-    os.chdir(cwd)
     os.environ.update(env or {})
     torch.set_num_threads(threads)
-    sys.argv = [osp.join(TOOLS, f'{name}.py'), *argv]
-    TOOL_MODULES[name].main(list(argv))  # SystemExit: its status, as the script's
+    target(*args)  # SystemExit: its status, as a script's; an error: status 1 and traceback
 
 
-def run_tool(name, argv, cwd=REPO, env=None, threads=1, timeout=600):
-    """``python tools/<name>.py ARGV`` (``name`` in :data:`TOOL_NAMES`), run in a child
-    forked from the server, with ``threads`` intra-op threads; as ``subprocess.run(...,
-    capture_output=True, text=True)`` returns it."""
-    args = [sys.executable, osp.join(TOOLS, f'{name}.py'), *map(str, argv)]
-    with tempfile.TemporaryDirectory() as tmp:
-        out, err = osp.join(tmp, 'stdout'), osp.join(tmp, 'stderr')
-        process = context().Process(target=_tool_main,
-                                    args=(name, args[2:], str(cwd), out, err, env, threads))
-        process.start()
+def start(target, *args, env=None, threads=1):
+    """A child forked from the server running ``target(*args)`` (a module-level function),
+    its output captured: returns a handle for :func:`finish`."""
+    tmp = tempfile.TemporaryDirectory()
+    out, err = osp.join(tmp.name, 'stdout'), osp.join(tmp.name, 'stderr')
+    process = context().Process(target=_call_with_output_to,
+                                args=(out, err, env, threads, target, args))
+    process.start()
+    return process, tmp
+
+
+def finish(handle, args=(), timeout=600):
+    """Waits for the child of :func:`start` and returns it as ``subprocess.run(args,
+    capture_output=True, text=True)`` would (``returncode``, ``stdout``, ``stderr``); kills it
+    and raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+    process, tmp = handle
+    with tmp:
         process.join(timeout)
         if process.is_alive():
             process.kill()
             process.join()
             raise subprocess.TimeoutExpired(args, timeout)
-        with open(out) as f_out, open(err) as f_err:
-            return subprocess.CompletedProcess(args, process.exitcode, f_out.read(),
-                                               f_err.read())
+        with open(osp.join(tmp.name, 'stdout')) as out, \
+                open(osp.join(tmp.name, 'stderr')) as err:
+            return subprocess.CompletedProcess(args, process.exitcode, out.read(), err.read())
+
+
+def _tool_main(name, argv, cwd):
+    os.chdir(cwd)
+    sys.argv = [osp.join(TOOLS, f'{name}.py'), *argv]
+    TOOL_MODULES[name].main(list(argv))
+
+
+def run_tool(name, argv, cwd=REPO, env=None, threads=1, timeout=600):
+    """``python tools/<name>.py ARGV`` in ``cwd`` (``name`` in :data:`TOOL_NAMES`), run in
+    a child forked from the server with ``threads`` intra-op threads and ``env`` added to the
+    environment; as ``subprocess.run(..., capture_output=True, text=True)`` returns it."""
+    argv = [str(arg) for arg in argv]
+    handle = start(_tool_main, name, argv, str(cwd), env=env, threads=threads)
+    return finish(handle, [sys.executable, osp.join(TOOLS, f'{name}.py'), *argv], timeout)

@@ -86,7 +86,7 @@ def free_port():
 
 
 @pytest.fixture(scope='module')
-def trained_on_tiny_coco(tmp_path_factory):
+def trained_on_tiny_coco(tmp_path_factory):  # (its tests are one xdist group: one run)
     """``tools/dist_train.sh configs/faster_rcnn_dysample.py 2`` on CPU: two processes over
     gloo, one epoch (1 image per process) and the COCO evaluation on the val split."""
     workspace = tmp_path_factory.mktemp('tiny_coco_run')
@@ -102,6 +102,7 @@ def trained_on_tiny_coco(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('tiny-coco-run')
 def test_dist_train_on_cpu_runs_the_config_on_coco_layout(trained_on_tiny_coco):
     work = trained_on_tiny_coco / 'work'
     (log_file,) = work.glob('*/*.log')
@@ -125,6 +126,7 @@ def test_dist_train_on_cpu_runs_the_config_on_coco_layout(trained_on_tiny_coco):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('tiny-coco-run')
 def test_test_tool_evaluates_the_checkpoint_and_dumps_predictions(trained_on_tiny_coco):
     workspace = trained_on_tiny_coco
     result = run_tool([sys.executable, str(TOOLS / 'test.py'), str(TOP_LEVEL_CONFIG),
