@@ -325,7 +325,9 @@ def schedule_options(config: str, iters: Optional[int], val_interval: Optional[i
     """``--cfg-options`` for ``--iters``/``--val-interval`` and the resulting iterations."""
     from mmengine.config import Config
 
-    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    # only the schedule is read: the config's custom_imports (mmdysample, and through it
+    # torch and mmdet/mmseg, seconds) are for the training process, not for this one
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config), import_custom_modules=False)
     max_iters = iters or cfg.train_cfg.max_iters
     options = []
     if iters is not None:

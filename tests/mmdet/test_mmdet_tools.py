@@ -1,4 +1,6 @@
-"""tools/train.py, tools/test.py and tools/dist_train.sh, run as a user runs them.
+"""tools/train.py, tools/test.py and tools/dist_train.sh, run as a user runs them
+(tools/test.py's ``main`` in a process forked from tests/forked_runs.py's server, which has
+imported torch, mmdet and mmdysample once).
 
 The detection runs use the real ``configs/faster_rcnn_dysample.py`` (its datasets,
 pipelines, runner, loops and COCO metric) on a tiny COCO layout written here, with the model
@@ -46,11 +48,6 @@ def tool_env():
                PYTHONWARNINGS='ignore')
     env.pop('LOCAL_RANK', None)
     return env
-
-
-def run_tool(args, cwd):
-    return subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True,
-                          timeout=300)
 
 
 def write_tiny_coco(root: Path, images_per_split=2):
@@ -128,10 +125,12 @@ def test_dist_train_on_cpu_runs_the_config_on_coco_layout(trained_on_tiny_coco):
 @pytest.mark.slow
 @pytest.mark.xdist_group('tiny-coco-run')
 def test_test_tool_evaluates_the_checkpoint_and_dumps_predictions(trained_on_tiny_coco):
+    import forked_runs
     workspace = trained_on_tiny_coco
-    result = run_tool([sys.executable, str(TOOLS / 'test.py'), str(TOP_LEVEL_CONFIG),
-                       'work/epoch_1.pth', '--work-dir', 'test_work', '--out', 'preds.pkl',
-                       '--cfg-options', *TINY_RUN_OPTIONS], cwd=workspace)
+    result = forked_runs.run_tool('test', [str(TOP_LEVEL_CONFIG), 'work/epoch_1.pth',
+                                           '--work-dir', 'test_work', '--out', 'preds.pkl',
+                                           '--cfg-options', *TINY_RUN_OPTIONS],
+                                  cwd=workspace, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
     with open(workspace / 'preds.pkl', 'rb') as f:
