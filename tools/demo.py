@@ -159,7 +159,7 @@ def ensure_data(data_root: str, num_train: int, num_val: int, seed: int) -> None
 def ensure_nyu_data(data_root: str, num_train: int, num_val: int, seed: int) -> None:
     """Write the synthetic NYU-layout rooms to ``<data_root>/nyu`` unless its ``meta.json``
     records the same parameters (mmdysample.datasets.synthetic_nyu)."""
-    _load_tool('train').import_mmdysample()
+    _load_tool('tool_helpers').import_mmdysample()
     from mmdysample.datasets.synthetic_nyu import generate_synthetic_nyu
     meta = generate_synthetic_nyu(osp.join(data_root, 'nyu'), seed=seed, num_train=num_train,
                                   num_test=num_val, skip_existing=True)

@@ -39,9 +39,21 @@ DATASET_PREPARATION_HINTS = {
                            "(mmdet docs: user_guides/dataset_prepare.md)",
     'ADE20KDataset': "download ADEChallengeData2016 (images/, annotations/) into {data_root} "
                      "in mmseg's layout (mmseg docs: user_guides/2_dataset_prepare.md)",
+    'NYUDataset': "download NYU Depth V2 (nyu.zip, the link in mmseg docs: "
+                  "user_guides/2_dataset_prepare.md, NYU) and convert it into {data_root} in "
+                  "mmseg's layout (images/{{train,test}}, annotations/{{train,test}}) with "
+                  "mmseg's converter: python <mmseg>/.mim/tools/dataset_converters/nyu.py "
+                  "nyu.zip -o {data_root}",
 }
 SYNTHETIC_PREPARATION_HINT = ('generate the synthetic demo data: python '
                               'tools/make_synthetic_data.py --out data/synthetic (or make demo)')
+# synthetic data sets that tools/make_synthetic_data.py does not write
+SYNTHETIC_PREPARATION_HINTS = {
+    'NYUDataset': 'generate the synthetic NYU-layout rooms: python -c "from '
+                  'mmdysample.datasets import generate_synthetic_nyu; '
+                  'generate_synthetic_nyu(\'{data_root}\')" (or python tools/demo.py '
+                  '--models depthformer, which writes them to data/synthetic/nyu)',
+}
 GENERIC_PREPARATION_HINT = ('prepare the {dataset_type} dataset under {data_root} in the '
                             'layout the config expects (see the mmdet/mmseg dataset '
                             'preparation docs), or point data_root at it with '
@@ -141,7 +153,8 @@ def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, st
             dataset_type = _type_name(dataset.get('type', ''))
             phase_hint = DATASET_PREPARATION_HINTS.get(dataset_type, GENERIC_PREPARATION_HINT)
             if 'synthetic' in str(dataset.get('data_root') or ''):  # configs/demo/
-                phase_hint = SYNTHETIC_PREPARATION_HINT
+                phase_hint = SYNTHETIC_PREPARATION_HINTS.get(dataset_type,
+                                                             SYNTHETIC_PREPARATION_HINT)
             phase_hint = phase_hint.format(data_root=dataset.get('data_root') or '.',
                                            dataset_type=dataset_type or 'config\'s')
             for field, path in _dataset_paths(dataset):
