@@ -7,7 +7,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC ?= torch==2.13.0
 MAX_JOBS ?= $(shell nproc)
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test` (2 on the 2-core CI machine: 7 min instead of 13)
+# pytest-xdist workers for `make test` (2 on the 2-core CI machine); --dist loadgroup keeps
+# the tests that share an expensive fixture (xdist_group) on one worker, and tests/conftest.py
+# starts the slow tests first
 TEST_WORKERS ?= 2
 
 # ../shared/wheels holds an mmcv wheel built against torch==2.13.0 (CPU); it is only valid
@@ -38,7 +40,7 @@ $(STAMP):
 	@touch $@
 
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # End-to-end CPU demo: synthetic data (written once), DySample and baseline Faster R-CNN and
 # SegFormer trained and evaluated, table printed. Options: make demo DEMO_ARGS="--seeds 0 1".

@@ -159,7 +159,7 @@ def ensure_data(data_root: str, num_train: int, num_val: int, seed: int) -> None
 def ensure_nyu_data(data_root: str, num_train: int, num_val: int, seed: int) -> None:
     """Write the synthetic NYU-layout rooms to ``<data_root>/nyu`` unless its ``meta.json``
     records the same parameters (mmdysample.datasets.synthetic_nyu)."""
-    _load_tool('train').import_mmdysample()
+    _load_tool('tool_helpers').import_mmdysample()
     from mmdysample.datasets.synthetic_nyu import generate_synthetic_nyu
     meta = generate_synthetic_nyu(osp.join(data_root, 'nyu'), seed=seed, num_train=num_train,
                                   num_test=num_val, skip_existing=True)
@@ -325,7 +325,9 @@ def schedule_options(config: str, iters: Optional[int], val_interval: Optional[i
     """``--cfg-options`` for ``--iters``/``--val-interval`` and the resulting iterations."""
     from mmengine.config import Config
 
-    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    # only the schedule is read: the config's custom_imports (mmdysample, and through it
+    # torch and mmdet/mmseg, seconds) are for the training process, not for this one
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config), import_custom_modules=False)
     max_iters = iters or cfg.train_cfg.max_iters
     options = []
     if iters is not None:

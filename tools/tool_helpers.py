@@ -39,9 +39,21 @@ DATASET_PREPARATION_HINTS = {
                            "(mmdet docs: user_guides/dataset_prepare.md)",
     'ADE20KDataset': "download ADEChallengeData2016 (images/, annotations/) into {data_root} "
                      "in mmseg's layout (mmseg docs: user_guides/2_dataset_prepare.md)",
+    'NYUDataset': "download NYU Depth V2 (nyu.zip, the link in mmseg docs: "
+                  "user_guides/2_dataset_prepare.md, NYU) and convert it into {data_root} in "
+                  "mmseg's layout (images/{{train,test}}, annotations/{{train,test}}) with "
+                  "mmseg's converter: python <mmseg>/.mim/tools/dataset_converters/nyu.py "
+                  "nyu.zip -o {data_root}",
 }
 SYNTHETIC_PREPARATION_HINT = ('generate the synthetic demo data: python '
                               'tools/make_synthetic_data.py --out data/synthetic (or make demo)')
+# synthetic data sets that tools/make_synthetic_data.py does not write
+SYNTHETIC_PREPARATION_HINTS = {
+    'NYUDataset': 'generate the synthetic NYU-layout rooms: python -c "from '
+                  'mmdysample.datasets import generate_synthetic_nyu; '
+                  'generate_synthetic_nyu(\'{data_root}\')" (or python tools/demo.py '
+                  '--models depthformer, which writes them to data/synthetic/nyu)',
+}
 GENERIC_PREPARATION_HINT = ('prepare the {dataset_type} dataset under {data_root} in the '
                             'layout the config expects (see the mmdet/mmseg dataset '
                             'preparation docs), or point data_root at it with '
@@ -141,7 +153,8 @@ def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, st
             dataset_type = _type_name(dataset.get('type', ''))
             phase_hint = DATASET_PREPARATION_HINTS.get(dataset_type, GENERIC_PREPARATION_HINT)
             if 'synthetic' in str(dataset.get('data_root') or ''):  # configs/demo/
-                phase_hint = SYNTHETIC_PREPARATION_HINT
+                phase_hint = SYNTHETIC_PREPARATION_HINTS.get(dataset_type,
+                                                             SYNTHETIC_PREPARATION_HINT)
             phase_hint = phase_hint.format(data_root=dataset.get('data_root') or '.',
                                            dataset_type=dataset_type or 'config\'s')
             for field, path in _dataset_paths(dataset):
@@ -212,12 +225,50 @@ def finish_distributed_run(runner=None, exit_status: int = 0) -> None:
     os._exit(exit_status)
 
 
+def memoize_config_formatting() -> None:
+    """Format each config text with yapf once per process.
+
+    mmengine's ``Config.pretty_text`` runs yapf over the whole config every time it is read:
+    for the log, the dumped config, the runtime info and the meta of *every checkpoint*
+    (about 1 s each for a detector config on one CPU core: a run that checkpoints every
+    iteration spends most of its time there). yapf is a pure function of the text and the
+    style, so its result is kept per (text, style): the same bytes, formatted once.
+    """
+    import functools
+
+    from mmengine.config import config as config_module
+
+    format_code = config_module.FormatCode
+    if getattr(format_code, '_mmdysample_memoized', False):
+        return
+
+    @functools.lru_cache(maxsize=16)
+    def _format(text, style_items):
+        return format_code(text, style_config=dict(style_items))
+
+    @functools.wraps(format_code)
+    def memoized(text, style_config=None, **kwargs):
+        if kwargs or not isinstance(style_config, dict):
+            return format_code(text, style_config=style_config, **kwargs)
+        try:
+            style_items = tuple(sorted(style_config.items()))
+            hash(style_items)
+        except TypeError:  # an unhashable style value: format as usual
+            return format_code(text, style_config=style_config)
+        return _format(text, style_items)
+
+    memoized._mmdysample_memoized = True
+    config_module.FormatCode = memoized
+
+
 def load_config(args: argparse.Namespace):
     """The config of ``args.config`` with ``--launcher``, ``--cfg-options`` and the work_dir
     (command line > config > ``./work_dirs/<config name>``) applied, and its scope's modules
-    registered. Returns ``(cfg, scope)``; shared by ``tools/train.py`` and ``tools/test.py``."""
+    registered. Returns ``(cfg, scope)``; shared by ``tools/train.py`` and ``tools/test.py``.
+    Config texts are formatted once per process (:func:`memoize_config_formatting`)."""
     from mmengine.config import Config
 
+    memoize_config_formatting()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

@@ -35,8 +35,6 @@ TOOLS_DIR = osp.dirname(osp.abspath(__file__))
 if TOOLS_DIR not in sys.path:  # loaded by path rather than run as a script
     sys.path.append(TOOLS_DIR)
 import tool_helpers  # noqa: E402
-# tools/demo.py still reads these two from this module.
-from tool_helpers import import_mmdysample, register_scope_modules  # noqa: E402,F401
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -14,12 +14,12 @@ from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, MultiConfig, OptConfigType
 from mmengine.model import ModuleList
 
-from ..upsamplers import build_upsampler, has_upsampler_type, upsample
+from ..upsamplers import LearnedTopDown, build_upsampler, has_upsampler_type
 
 __all__ = ['UpsamplerFPN']
 
 
-class UpsamplerFPN(FPN):
+class UpsamplerFPN(LearnedTopDown, FPN):
     """mmdet's :class:`~mmdet.models.necks.FPN` with a pluggable upsampler per top-down step.
 
     Takes exactly mmdet's FPN arguments; only ``upsample_cfg`` is read differently:
@@ -84,14 +84,7 @@ class UpsamplerFPN(FPN):
         """Features from the backbone -> pyramid features (see the class docstring)."""
         if self.upsamplers is None:
             return super().forward(inputs)
-        if len(inputs) != len(self.in_channels):
-            raise ValueError(f'FPN expects {len(self.in_channels)} input levels '
-                             f'(in_channels={self.in_channels}), got {len(inputs)}')
-        laterals = [
-            lateral_conv(inputs[i + self.start_level])
-            for i, lateral_conv in enumerate(self.lateral_convs)
-        ]
-        laterals = self.top_down(laterals)
+        laterals = self.learned_laterals(inputs)  # LearnedTopDown (upsamplers/sites.py)
 
         num_used_levels = len(laterals)
         outs = [self.fpn_convs[i](laterals[i]) for i in range(num_used_levels)]
@@ -114,20 +107,6 @@ class UpsamplerFPN(FPN):
                     else:
                         outs.append(self.fpn_convs[i](outs[-1]))
         return tuple(outs)
-
-    def top_down(self, laterals: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Top-down pathway with the learned upsamplers, coarsest step first.
-
-        ``laterals[j] <- laterals[j] + upsample(upsamplers[j], laterals[j + 1],
-        size=laterals[j].shape[-2:], guide=laterals[j])`` for ``j = len(laterals) - 2, ...,
-        0``. Returns a new list; the input list is not changed.
-        """
-        laterals = list(laterals)
-        for j in range(len(laterals) - 2, -1, -1):
-            laterals[j] = laterals[j] + upsample(self.upsamplers[j], laterals[j + 1],
-                                                 size=laterals[j].shape[-2:],
-                                                 guide=laterals[j])
-        return laterals
 
 
 MODELS.register_module(name='FPN', module=UpsamplerFPN, force=True)

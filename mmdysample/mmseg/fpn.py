@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from mmseg.models.necks.fpn import FPN as MMSegFPN
 from mmseg.registry import MODELS
 
-from ..upsamplers import upsample
+from ..upsamplers import LearnedTopDown
 from .learned_steps import UpsamplingStep, build_upsampling_steps
 
 __all__ = ['FPN']
 
 
 @MODELS.register_module(name='FPN', force=True)
-class FPN(MMSegFPN):
+class FPN(LearnedTopDown, MMSegFPN):
     """mmseg's ``FPN`` neck whose top-down steps can be learned upsamplers.
 
     Takes exactly mmseg's arguments, in mmseg's order; ``upsample_cfg`` without ``type`` is
@@ -65,25 +65,9 @@ class FPN(MMSegFPN):
         """Features from the backbone -> ``num_outs`` pyramid features."""
         if self.upsamplers is None:
             return super().forward(inputs)
-        if len(inputs) != len(self.in_channels):
-            raise ValueError(f'FPN expects {len(self.in_channels)} input levels '
-                             f'(in_channels={self.in_channels}), got {len(inputs)}')
-        laterals = [
-            lateral_conv(inputs[i + self.start_level])
-            for i, lateral_conv in enumerate(self.lateral_convs)
-        ]
-        laterals = self.top_down(laterals)
+        laterals = self.learned_laterals(inputs)  # LearnedTopDown (upsamplers/sites.py)
         outs = [fpn_conv(lateral) for fpn_conv, lateral in zip(self.fpn_convs, laterals)]
         return tuple(outs + self.extra_levels(inputs, laterals, outs))
-
-    def top_down(self, laterals: List[torch.Tensor]) -> List[torch.Tensor]:
-        """``laterals[j] + upsamplers[j](laterals[j + 1])``, coarsest step first."""
-        laterals = list(laterals)
-        for j in range(len(laterals) - 2, -1, -1):
-            guide = laterals[j]
-            laterals[j] = guide + upsample(self.upsamplers[j], laterals[j + 1],
-                                           size=guide.shape[2:], guide=guide)
-        return laterals
 
     def extra_levels(self, inputs, laterals, outs) -> List[torch.Tensor]:
         """The levels above the backbone's, built as mmseg's ``FPN.forward`` builds them."""

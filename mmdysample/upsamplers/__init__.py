@@ -9,11 +9,13 @@ from .fade import FADE
 from .indexnet import IndexNet
 from .interpolate import Interpolate
 from .sapa import SAPA_B
-from .sites import check_interpolation_cfg, has_upsampler_type, requires_guide, upsample
+from .sites import (LearnedTopDown, check_interpolation_cfg, has_upsampler_type,
+                    requires_guide, upsample)
 
 __all__ = [
     'build_upsampler', 'register_upsampler', 'registered_upsamplers', 'Interpolate', 'Deconv',
     'PixelShuffle', 'CARAFE', 'DySample', 'DySamplePlus', 'DySample_S', 'DySample_SPlus',
     'IndexNet', 'A2U', 'FADE', 'SAPA_B',
-    'has_upsampler_type', 'check_interpolation_cfg', 'requires_guide', 'upsample'
+    'has_upsampler_type', 'check_interpolation_cfg', 'requires_guide', 'upsample',
+    'LearnedTopDown'
 ]

@@ -9,6 +9,8 @@ other and never special-case an upsampler by name:
 * :func:`build_upsampler` (in :mod:`.builder`) with ``guide_channels``: a site that has a
   higher-resolution feature to offer passes its channel count; a site without one passes
   nothing, and a guided type then raises an error saying so;
+* :class:`LearnedTopDown`: the learned top-down pathway of an FPN-style neck (mmdet's and
+  mmseg's ``FPN``), written once for both;
 * :func:`upsample`: run any upsampler to an exact output size, with the guide when the layer
   takes one. The odd-size strategy lives here, once:
 
@@ -21,13 +23,14 @@ other and never special-case an upsampler by name:
     ``F.interpolate(mode='bilinear', align_corners=False)``.
 """
 import copy
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['has_upsampler_type', 'check_interpolation_cfg', 'upsample', 'requires_guide']
+__all__ = ['has_upsampler_type', 'check_interpolation_cfg', 'upsample', 'requires_guide',
+           'LearnedTopDown']
 
 
 def has_upsampler_type(upsample_cfg: Optional[Dict], owner: str) -> bool:
@@ -122,3 +125,44 @@ def upsample(layer: nn.Module,
     if tuple(out.shape[-2:]) != size:
         out = _resize(out, size)
     return out
+
+
+class LearnedTopDown:
+    """Mixin: the learned top-down pathway of an FPN-style neck.
+
+    For the FPN necks of mmdet and mmseg (``mmdysample.mmdet.UpsamplerFPN``,
+    ``mmdysample.mmseg.FPN``), which differ only in how they build the extra levels. The
+    class it is mixed into has upstream's ``in_channels``, ``start_level`` and
+    ``lateral_convs``, and ``upsamplers``: one built upsampler per top-down step,
+    ``upsamplers[j]`` taking level ``j + 1`` to level ``j`` (``j = 0`` is the finest step).
+    """
+
+    def learned_laterals(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """The lateral convolutions of the used input levels, then :meth:`top_down`.
+
+        Raises:
+            ValueError: ``inputs`` has not ``len(in_channels)`` levels.
+        """
+        if len(inputs) != len(self.in_channels):
+            raise ValueError(f'FPN expects {len(self.in_channels)} input levels '
+                             f'(in_channels={self.in_channels}), got {len(inputs)}')
+        laterals = [
+            lateral_conv(inputs[i + self.start_level])
+            for i, lateral_conv in enumerate(self.lateral_convs)
+        ]
+        return self.top_down(laterals)
+
+    def top_down(self, laterals: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Top-down pathway with the learned upsamplers, coarsest step first.
+
+        ``laterals[j] <- laterals[j] + upsample(upsamplers[j], laterals[j + 1],
+        size=laterals[j].shape[-2:], guide=laterals[j])`` for ``j = len(laterals) - 2, ...,
+        0`` (:func:`upsample`: exact sizes at odd inputs; the target level guides a guided
+        type). Returns a new list; the input list is not changed.
+        """
+        laterals = list(laterals)
+        for j in range(len(laterals) - 2, -1, -1):
+            guide = laterals[j]
+            laterals[j] = guide + upsample(self.upsamplers[j], laterals[j + 1],
+                                           size=guide.shape[-2:], guide=guide)
+        return laterals

@@ -56,10 +56,13 @@ def run_tool(args, timeout=600, env=None) -> subprocess.CompletedProcess:
 
 
 def train(config: str, work_dir: str, options, extra_args=(), timeout=600):
-    """``tools/train.py config --work-dir work_dir [extra] --cfg-options options``."""
-    args = [sys.executable, osp.join(TOOLS_DIR, 'train.py'), config, '--work-dir',
-            str(work_dir), *extra_args, '--cfg-options', *options]
-    return run_tool(args, timeout=timeout)
+    """``tools/train.py config --work-dir work_dir [extra] --cfg-options options``, one
+    thread, in a process forked from the test process's forkserver (tests/forked_runs.py:
+    torch, mmdet, mmseg and mmdysample imported once, not by every run)."""
+    import forked_runs
+    return forked_runs.run_tool('train', [config, '--work-dir', str(work_dir), *extra_args,
+                                          '--cfg-options', *options], cwd=REPO_ROOT,
+                                timeout=timeout)
 
 
 def free_port() -> int:

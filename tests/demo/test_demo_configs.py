@@ -59,6 +59,7 @@ def test_demo_models_build_and_dysample_adds_few_parameters():
             counts['panoptic-fpn', 'DySample-LP-g4'] - counts['panoptic-fpn', 'nearest'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('key, layout, metrics', [
     ('mask-rcnn', 'coco', ('coco/bbox_mAP', 'coco/segm_mAP')),
     ('panoptic-fpn', 'panoptic', ('coco_panoptic/PQ', 'coco_panoptic/PQ_th',
@@ -91,6 +92,7 @@ def test_mask_rcnn_and_panoptic_fpn_train_and_evaluate(tiny_data, tmp_path, key,
     assert glob.glob(str(tmp_path / '*' / 'vis_data' / 'vis_image' / '*.png'))
 
 
+@pytest.mark.slow
 def test_demo_driver_trains_both_twins_and_prints_the_table(tiny_data, tmp_path):
     """tools/demo.py end to end on the tiny data (already there: not written again), the
     SegFormer twins side by side for 3 iterations, with a validation after each."""

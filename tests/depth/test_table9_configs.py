@@ -9,6 +9,7 @@ import glob
 import os.path as osp
 
 import pytest
+import yaml
 from mmseg.registry import MODELS
 
 from mmdysample.upsamplers import build_upsampler
@@ -148,6 +149,10 @@ def test_recipe_is_the_toolbox_nyu_schedule():
                                                weight_decay=0.01)
     assert cfg.optim_wrapper.clip_grad == dict(max_norm=35, norm_type=2)
     assert cfg.train_dataloader.batch_size == 8 and cfg.auto_scale_lr.base_batch_size == 16
+    # the metafile gives the total batch (2 GPUs x 8), as the other metafiles do
+    with open(osp.join(DEPTH_CONFIGS, 'metafile.yml')) as f:
+        models = yaml.safe_load(f)['Models']
+    assert {m['Metadata']['Batch Size'] for m in models} == {cfg.auto_scale_lr.base_batch_size}
     warmup, cosine = cfg.param_scheduler
     assert (warmup.type, warmup.start_factor, warmup.end) == ('LinearLR', 1e-3, 12_800)
     assert (cosine.type, cosine.end, cosine.eta_min) == ('CosineAnnealingLR', 38_400,

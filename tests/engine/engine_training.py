@@ -5,35 +5,50 @@ optimizer, scheduler, checkpoints, resume) in about a second, for the tests of
 Every random source a real training has is here: the sampler shuffles (its own torch
 generator, seeded from the runner's seed), the data "augmentations" draw from NumPy's and
 Python's global generators, the model draws dropout masks from torch's.
+
+The tests fork their trainings from a ``multiprocessing`` forkserver that preloads this
+module (tests/forked_runs.py): so everything a training imports is imported here, at the
+top (the runner, and the matplotlib modules its visualizer imports when it is built), and
+nothing is changed at import that other runs of that server would see.
 """
 import os
 import os.path as osp
 import random
 import signal
+import threading
 import time
 import uuid
 
+import matplotlib.backends.backend_agg  # noqa: F401  (mmengine's Visualizer: imported once)
+import matplotlib.figure  # noqa: F401
 import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, MODELS
+from mmengine.runner import Runner
 from torch import nn
 
 import mmdysample.engine  # noqa: F401  (hooks, compat: checkpoints load weights-only)
 
+# the process that imported this module: a forkserver's child that finds its own pid here
+# imported it itself (the server could not preload it), paying every import again
+IMPORTED_BY_PID = os.getpid()
+
 FEATURES = 8
 
 
-def _plain_config_text(cfg):
-    return '\n'.join(f'{key} = {value!r}' for key, value in cfg.to_dict().items()) + '\n'
+class PlainTextConfig(Config):
+    """mmengine formats the whole config with yapf for every checkpoint's meta and the log
+    (0.5 s a time here, most of a tiny run); these configs hold only literals, which are
+    written plainly instead (still read back by ``Config.fromstring`` on resume). A
+    subclass (the runner's copies keep it), so that no other config in the process, nor in
+    the forkserver's other children, is written differently."""
 
-
-# mmengine formats the whole config with yapf for every checkpoint's meta and the log
-# (0.5 s a time here, most of a tiny run); these configs hold only literals, which are
-# written plainly instead (still read back by ``Config.fromstring`` on resume).
-Config.pretty_text = property(_plain_config_text)
+    @property
+    def pretty_text(self):
+        return '\n'.join(f'{key} = {value!r}' for key, value in self.to_dict().items()) + '\n'
 
 
 @MODELS.register_module(name='EngineTestNet', force=True)
@@ -71,7 +86,7 @@ class EngineTestData(torch.utils.data.Dataset):
 
 def tiny_config(work_dir, max_iters=4, interval=2, seed=None, max_keep_ckpts=-1,
                 launcher='none', **checkpoint_options):
-    return Config(dict(
+    return PlainTextConfig(dict(
         model=dict(type='EngineTestNet'),
         work_dir=str(work_dir),
         experiment_name=f'engine_test_{uuid.uuid4().hex[:8]}',
@@ -94,7 +109,6 @@ def tiny_config(work_dir, max_iters=4, interval=2, seed=None, max_keep_ckpts=-1,
 
 
 def train(cfg):
-    from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg)
     runner.train()
     return runner
@@ -107,16 +121,47 @@ def state_dict(path):
 # ------------------------------------------------------ entry points of killed processes
 
 
-def train_with_auto_resume(work_dir, max_iters, seed):
+class _KillSelfAfterCheckpoint(Hook):
+    """SIGKILL this process ``delay_s`` seconds after checkpoint ``iteration`` was written.
+
+    The kill comes from a timer thread, so that it lands wherever the training then is (in the
+    next iteration's compute, in its checkpoint write, between the two), timed by the
+    training's own progress rather than by a watcher that a busy machine may not schedule in
+    time. A run that would start iteration ``iteration + 2``, or its last iteration, before
+    the kill waits there for it: every kill hits a training with iterations left, at most one
+    checkpoint past ``iteration``.
+    """
+    priority = 'LOWEST'  # after CheckpointHook (VERY_LOW) wrote the iteration's checkpoint
+
+    def __init__(self, iteration, delay_s):
+        self.iteration, self.delay_s, self.timer = iteration, delay_s, None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iteration:
+            self.timer = threading.Timer(self.delay_s, os.kill, (os.getpid(), signal.SIGKILL))
+            self.timer.start()
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        next_iteration = runner.iter + 1
+        if self.timer is not None and next_iteration >= min(self.iteration + 2,
+                                                            runner.max_iters):
+            while True:  # the timer's SIGKILL ends this
+                time.sleep(1)
+
+
+def train_with_auto_resume(work_dir, max_iters, seed, kill_after=None):
     """What ``tools/train.py --resume`` does, with the tiny model: resume from the newest
-    checkpoint that loads (or start), checkpoint after every iteration."""
+    checkpoint that loads (or start), checkpoint after every iteration. ``kill_after=
+    (iteration, delay_s)``: SIGKILL the run ``delay_s`` seconds after checkpoint
+    ``iteration`` was written (:class:`_KillSelfAfterCheckpoint`)."""
     torch.set_num_threads(1)
-    if work_dir is None:  # warm-up call: the imports are done
-        return
     from mmdysample.engine import configure_resume
     cfg = tiny_config(work_dir, max_iters=max_iters, interval=1, seed=seed, max_keep_ckpts=2)
     configure_resume(cfg, 'auto')
-    train(cfg)
+    runner = Runner.from_cfg(cfg)
+    if kill_after is not None:
+        runner.register_hook(_KillSelfAfterCheckpoint(*kill_after))
+    runner.train()
 
 
 def train_and_hang_in_checkpoint_write(work_dir, hang_at_iter, marker):
@@ -159,7 +204,6 @@ def train_until_writes_fail(work_dir, fail_at_iter, atomic, error_file):
     import resource
     torch.set_num_threads(1)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG
-    from mmengine.runner import Runner
     cfg = tiny_config(work_dir, max_iters=fail_at_iter, interval=1, seed=0, max_keep_ckpts=1,
                       atomic=atomic)
     runner = Runner.from_cfg(cfg)

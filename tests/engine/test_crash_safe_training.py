@@ -1,11 +1,10 @@
 """Training that survives being killed (issue 18), with mmengine's real Runner.
 
 The trainings run in child processes forked from one server that imported torch, mmengine
-and mmdysample once (``multiprocessing``'s forkserver), so that killing and restarting a
-training costs a fork, not an interpreter start.
+and mmdysample once (``multiprocessing``'s forkserver, tests/forked_runs.py), so that
+killing and restarting a training costs a fork, not an interpreter start.
 """
 import glob
-import multiprocessing
 import os
 import os.path as osp
 import random
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 import engine_training
+import forked_runs
 from engine_training import state_dict, tiny_config, train
 from mmdysample.engine import (CheckpointError, configure_resume, find_resumable_checkpoint,
                                load_resumable_checkpoint)
@@ -29,11 +29,9 @@ KILLS = 3
 
 @pytest.fixture(scope='module')
 def processes():
-    context = multiprocessing.get_context('forkserver')
-    context.set_forkserver_preload(['engine_training'])
-    # start the server (imports once) before anything is timed
-    assert _run(context, engine_training.train_with_auto_resume, None, 0, 0) == 0
-    return context
+    """The forkserver context (tests/forked_runs.py: the server preloads engine_training);
+    the server is started, and checked, before anything is timed."""
+    return forked_runs.context()
 
 
 def _run(context, target, *args, timeout=300):
@@ -61,13 +59,11 @@ def _assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-def _last_checkpoint_iter(work_dir):
-    try:
-        with open(osp.join(work_dir, 'last_checkpoint')) as f:
-            name = osp.basename(f.read().strip())
-    except FileNotFoundError:
-        return 0
-    return int(name[len('iter_'):-len('.pth')]) if name else 0
+def _resume_point(work_dir):
+    """The iteration a restart resumes from: the newest checkpoint that loads (a kill may
+    have come after a checkpoint's rename and before ``last_checkpoint`` named it)."""
+    _, checkpoint = find_resumable_checkpoint(work_dir) if osp.isdir(work_dir) else (None, None)
+    return checkpoint['meta']['iter'] if checkpoint else 0
 
 
 def _checkpoints(work_dir):
@@ -80,32 +76,33 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(
     """A run checkpointing after every iteration is SIGKILLed KILLS times at random moments
     (in iterations and checkpoint writes), restarted with auto-resume each time, and
     ends with the weights of an uninterrupted run with the same seed, bit for bit. With the
-    seed unset the run draws one at its first start; the uninterrupted run is given it."""
+    seed unset the run draws one at its first start; the uninterrupted run is given it.
+
+    Each kill comes a random delay (up to one iteration with its checkpoint write, as the
+    uninterrupted run took it) after a random checkpoint ahead of the resume point (the
+    restarted run has resumed and trains), from a timer in the training process itself
+    (engine_training._KillSelfAfterCheckpoint): a kill never misses its moment on a busy
+    machine, and never hits a run that has finished."""
     straight = uninterrupted_run
     killed = str(tmp_path / 'killed')
     rng = random.Random(seed)
-    # one iteration with its checkpoint write, as the uninterrupted run took it
     iteration_s = os.stat(osp.join(straight, f'iter_{MAX_ITERS}.pth')).st_mtime - \
         os.stat(osp.join(straight, f'iter_{MAX_ITERS - 1}.pth')).st_mtime
-    reached, kills = 0, 0
+    reached, rounds = 0, []
     for _ in range(KILLS):
-        # wait for a random checkpoint ahead (the restarted run has resumed and trains),
-        # then kill at a random moment of the next iteration(s), checkpoint writes included
-        # (never the last checkpoints: a kill must hit a run that has iterations left)
-        target = min(reached + rng.randint(1, 2), MAX_ITERS - 2)
-        process = processes.Process(target=engine_training.train_with_auto_resume,
-                                    args=(killed, MAX_ITERS, seed))
+        target = min(reached + rng.randint(1, 2), MAX_ITERS - 1)
+        assert target > reached, (target, reached)
+        process = processes.Process(
+            target=engine_training.train_with_auto_resume,
+            args=(killed, MAX_ITERS, seed, (target, rng.uniform(0, iteration_s))))
         process.start()
-        deadline = time.time() + 240
-        while _last_checkpoint_iter(killed) < target and process.is_alive() \
-                and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, iteration_s))
-        kills += process.is_alive()
-        engine_training.kill(process)
-        reached = _last_checkpoint_iter(killed)
-    # every kill hit a running training
-    assert kills == KILLS and reached < MAX_ITERS, (kills, reached, iteration_s)
+        process.join(240)
+        engine_training.kill(process)  # (only if the timer never fired)
+        reached = _resume_point(killed)
+        rounds.append((target, process.exitcode, reached))
+    # every kill hit a running training, after its target checkpoint
+    assert all(code == -signal.SIGKILL and target <= reached <= min(target + 1, MAX_ITERS - 1)
+               for target, code, reached in rounds), (rounds, iteration_s)
     assert _run(processes, engine_training.train_with_auto_resume, killed, MAX_ITERS, seed) == 0
     final = osp.join(killed, f'iter_{MAX_ITERS}.pth')
     if seed is None:

@@ -1,4 +1,6 @@
-"""tools/train.py, tools/test.py and tools/dist_train.sh, run as a user runs them.
+"""tools/train.py, tools/test.py and tools/dist_train.sh, run as a user runs them
+(tools/test.py's ``main`` in a process forked from tests/forked_runs.py's server, which has
+imported torch, mmdet and mmdysample once).
 
 The detection runs use the real ``configs/faster_rcnn_dysample.py`` (its datasets,
 pipelines, runner, loops and COCO metric) on a tiny COCO layout written here, with the model
@@ -48,11 +50,6 @@ def tool_env():
     return env
 
 
-def run_tool(args, cwd):
-    return subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True,
-                          timeout=300)
-
-
 def write_tiny_coco(root: Path, images_per_split=2):
     """COCO 2017 layout (mmdet's): train2017/, val2017/, annotations/instances_*.json."""
     import cv2
@@ -86,7 +83,7 @@ def free_port():
 
 
 @pytest.fixture(scope='module')
-def trained_on_tiny_coco(tmp_path_factory):
+def trained_on_tiny_coco(tmp_path_factory):  # (its tests are one xdist group: one run)
     """``tools/dist_train.sh configs/faster_rcnn_dysample.py 2`` on CPU: two processes over
     gloo, one epoch (1 image per process) and the COCO evaluation on the val split."""
     workspace = tmp_path_factory.mktemp('tiny_coco_run')
@@ -102,6 +99,7 @@ def trained_on_tiny_coco(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('tiny-coco-run')
 def test_dist_train_on_cpu_runs_the_config_on_coco_layout(trained_on_tiny_coco):
     work = trained_on_tiny_coco / 'work'
     (log_file,) = work.glob('*/*.log')
@@ -125,11 +123,14 @@ def test_dist_train_on_cpu_runs_the_config_on_coco_layout(trained_on_tiny_coco):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('tiny-coco-run')
 def test_test_tool_evaluates_the_checkpoint_and_dumps_predictions(trained_on_tiny_coco):
+    import forked_runs
     workspace = trained_on_tiny_coco
-    result = run_tool([sys.executable, str(TOOLS / 'test.py'), str(TOP_LEVEL_CONFIG),
-                       'work/epoch_1.pth', '--work-dir', 'test_work', '--out', 'preds.pkl',
-                       '--cfg-options', *TINY_RUN_OPTIONS], cwd=workspace)
+    result = forked_runs.run_tool('test', [str(TOP_LEVEL_CONFIG), 'work/epoch_1.pth',
+                                           '--work-dir', 'test_work', '--out', 'preds.pkl',
+                                           '--cfg-options', *TINY_RUN_OPTIONS],
+                                  cwd=workspace, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'coco/bbox_mAP' in result.stdout + result.stderr
     with open(workspace / 'preds.pkl', 'rb') as f:

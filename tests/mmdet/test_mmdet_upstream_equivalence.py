@@ -1,39 +1,26 @@
 """Installed upstream configs build the same modules with and without the plugin.
 
-``upstream_equivalence_probe.py`` builds the patched module of each sampled config (one or a
-few configs for every folder that uses FPN, FCNMaskHead, PanopticFPNHead, CSPNeXtPAFPN,
-YOLOXPAFPN, MaskFormer's PixelDecoder/head, MSDeformAttnPixelDecoder, in mmdet and mmseg)
-in two fresh processes, one that never imports mmdysample and one that does. Both must give
-the same upstream class, state-dict keys, shapes, dtypes and parameter names; for the
-modules it runs, the same initial weights under the same seed and bit-identical outputs at
-an unpadded odd image size (75x101).
+tests/upstream_equivalence_probe.py builds the patched module of each sampled config (one
+or a few configs for every folder that uses FPN, FCNMaskHead, PanopticFPNHead,
+CSPNeXtPAFPN, YOLOXPAFPN, MaskFormer's PixelDecoder/head, MSDeformAttnPixelDecoder, in mmdet
+and mmseg) in two processes, a fresh interpreter that never imports mmdysample and one that
+has imported it (the ``upstream_equivalence`` fixture of tests/conftest.py, shared with
+tests/mmseg/test_upstream_equivalence.py). Both must give the same upstream class,
+state-dict keys, shapes, dtypes and parameter names; for the modules it runs, the same
+initial weights under the same seed and bit-identical outputs at an unpadded odd image size
+(75x101).
 """
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+# one worker builds the records the mmseg equivalence tests share
+pytestmark = pytest.mark.xdist_group('upstream-equivalence')
 
 
 @pytest.fixture(scope='module')
-def records(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('equivalence')
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [REPO] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
-    probe = os.path.join(HERE, 'upstream_equivalence_probe.py')
-    runs = {flag: subprocess.Popen(
-        [sys.executable, probe, str(folder / f'{flag}.pt')] + ([f'--{flag}'] if flag ==
-                                                                'plugin' else []),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for flag in ('upstream', 'plugin')}
-    for flag, run in runs.items():
-        output, _ = run.communicate(timeout=600)
-        assert run.returncode == 0, f'{flag} probe failed:\n{output[-4000:]}'
-    return {flag: torch.load(folder / f'{flag}.pt', weights_only=False) for flag in runs}
+def records(upstream_equivalence):
+    upstream, plugin = upstream_equivalence
+    return dict(upstream=upstream['mmdet'], plugin=plugin['mmdet'])
 
 
 @pytest.mark.slow

@@ -1,26 +1,7 @@
-"""Load the scripts of tools/ as modules (tools/ is not a package)."""
-import importlib.util
-import os
-import sys
-
+"""Fixtures of the tool tests (the tools load as modules: tools_testing.load_tool)."""
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOLS = os.path.join(REPO, 'tools')
-if TOOLS not in sys.path:  # the tools import their shared helpers as `import tool_helpers`
-    sys.path.append(TOOLS)
-
-
-def load_tool(name: str):
-    module_name = f'mmdysample_tool_{name}'
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name,
-                                                  os.path.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+from tools_testing import load_tool
 
 
 @pytest.fixture(scope='session')

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO, load_tool
+from tools_testing import REPO, load_tool
 
 FASTER = 'faster-rcnn_r50_fpn-{}_1x_coco'
 

@@ -1,6 +1,7 @@
 """tools/convert_checkpoint.py: fork layouts -> this plugin's keys, checked by outputs."""
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from tools_testing import DEMO_SEG_DYSAMPLE, reference_dysample
 
 from mmdysample.mmdet import UpsamplerFPN
@@ -85,9 +86,12 @@ def test_scope_bias_without_option_is_reported(convert_tool):
 
 
 def _head(**extra):
-    return SegformerHead(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=16,
-                         num_classes=3, norm_cfg=dict(type='BN'),
-                         upsample_cfg=dict(type='DySample', **extra)).eval()
+    # in mmseg's scope (its loss is built from mmseg's registry), whatever scope an earlier
+    # test of this process left current
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return SegformerHead(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=16,
+                             num_classes=3, norm_cfg=dict(type='BN'),
+                             upsample_cfg=dict(type='DySample', **extra)).eval()
 
 
 def fork_head_reference(head, inputs, params_of_chain):

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, load_tool
+from tools_testing import REPO, load_tool
 
 # Table 6 of the paper, row by row (upsampler, backbone)
 TABLE_6 = [(u, 'R50') for u in ('Nearest', 'Deconv', 'PixelShuffle', 'CARAFE', 'IndexNet',

@@ -1,13 +1,35 @@
-"""Shared pieces of the tool tests: demo config paths and an independent DySample forward,
-written from the paper (Eq. 4/5) in the authors' formulation: offsets from 1x1 convs,
-``+ init_pos``, the s x s sub-pixel grid, ``grid_sample`` (bilinear, border,
-align_corners=False). LP style only."""
+"""Shared pieces of the tool tests: the scripts of tools/ loaded as modules, demo config
+paths and an independent DySample forward, written from the paper (Eq. 4/5) in the authors'
+formulation: offsets from 1x1 convs, ``+ init_pos``, the s x s sub-pixel grid,
+``grid_sample`` (bilinear, border, align_corners=False). LP style only.
+
+(Imported by name, as ``tools_testing``: ``from conftest import ...`` finds whichever
+folder's conftest was imported first.)"""
+import importlib.util
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(REPO, 'tools')
+if TOOLS not in sys.path:  # the tools import their shared helpers as `import tool_helpers`
+    sys.path.append(TOOLS)
+
+
+def load_tool(name: str):
+    """tools/<name>.py as a module (tools/ is not a package), loaded once."""
+    module_name = f'mmdysample_tool_{name}'
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name,
+                                                  os.path.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
 DEMO_SEG_DYSAMPLE = os.path.join(REPO, 'configs', 'demo',
                                  'segformer_mit-w16_dysample-lpg4_demo_synthetic-ade20k.py')
 DEMO_SEG_BILINEAR = os.path.join(REPO, 'configs', 'demo',

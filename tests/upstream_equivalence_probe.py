@@ -1,11 +1,21 @@
-"""Build the patched modules of a sample of installed upstream configs and record them.
+"""Build installed upstream configs and record what a user could tell apart.
 
-Run as ``python upstream_equivalence_probe.py OUT.pt [--plugin]`` by
-``test_mmdet_upstream_equivalence.py``: once without and once with ``import mmdysample``, in
-separate processes, so that the first sees only upstream's registries. For every sampled
-(config, module path) it builds the module under a fixed seed and records its class, its
-state-dict keys, shapes and dtypes, its parameter names, and (where cheap) its outputs on
-fixed inputs at an unpadded odd image size.
+Two records, made once without and once with ``import mmdysample`` (the upstream side in an
+interpreter of its own, so that it sees only upstream's registries):
+
+* ``'mmdet'`` (tests/mmdet/test_mmdet_upstream_equivalence.py): for every sampled (config,
+  module path) of :data:`MMDET_SAMPLE` the module built under a fixed seed: its class, its
+  state-dict keys, shapes and dtypes, its parameter names, and (where cheap) its outputs on
+  fixed inputs at an unpadded odd image size;
+* ``'mmseg'`` (tests/mmseg/test_upstream_equivalence.py): for each config of
+  :data:`MMSEG_SAMPLE` the whole model (``torch.manual_seed(0)`` first): the class of every
+  module, the names/shapes/dtypes of parameters, buffers and state-dict entries, and for
+  configs marked ``:odd`` the eval-mode output of ``model._forward`` on a 1x3x97x75 image.
+
+``python upstream_equivalence_probe.py OUT.pt [--plugin]`` writes them to ``OUT.pt``;
+:func:`record_plugin_side` does it in a process that has imported mmdysample already (a
+child of tests/forked_runs.py's forkserver). One process per side for both libraries:
+the imports of torch, mmdet and mmseg are most of a probe's time.
 """
 import os
 import sys
@@ -14,7 +24,7 @@ import torch
 
 # (package, config relative to its .mim/configs, path of the module inside ``model``,
 # whether to run it): one or a few configs for each folder that uses a patched module.
-SAMPLE = [
+MMDET_SAMPLE = [
     ('mmdet', 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', ('neck', ), True),
     ('mmdet', 'retinanet/retinanet_r50_fpn_1x_coco.py', ('neck', ), True),
     ('mmdet', 'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py', ('neck', ), True),
@@ -42,6 +52,16 @@ SAMPLE = [
     ('mmseg', 'mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
      ('decode_head', ), True),
 ]
+
+# mmseg config (under mmseg's configs, ``:odd``: run it) -> the patched classes it contains:
+# the smallest ResNet or MiT config of each family that uses a module the plugin patches
+MMSEG_SAMPLE = {
+    'segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py:odd': {'SegformerHead'},
+    'upernet/upernet_r18_4xb4-80k_ade20k-512x512.py:odd': {'UPerHead'},
+    'deeplabv3plus/deeplabv3plus_r18-d8_4xb4-80k_loveda-512x512.py:odd':
+        {'DepthwiseSeparableASPPHead'},
+    'sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py:odd': {'FPN', 'FPNHead'},
+}
 
 IMAGE = (75, 101)  # unpadded odd image size
 
@@ -91,21 +111,13 @@ def run_module(module):
     return [o.detach().clone() for o in outs]
 
 
-def main():
-    out_path, use_plugin = sys.argv[1], '--plugin' in sys.argv
-    torch.set_num_threads(1)
-    from mmdet.utils import register_all_modules as register_mmdet
+def record_mmdet():
+    from mmdet.registry import MODELS as MMDET_MODELS
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
-    from mmseg.utils import register_all_modules as register_mmseg
-    register_mmdet(init_default_scope=False)
-    register_mmseg(init_default_scope=False)
-    if use_plugin:
-        import mmdysample  # noqa: F401
-    from mmdet.registry import MODELS as MMDET_MODELS
     from mmseg.registry import MODELS as MMSEG_MODELS
     records = {}
-    for package, name, path, run in SAMPLE:
+    for package, name, path, run in MMDET_SAMPLE:
         cfg = Config.fromfile(config_path(package, name), import_custom_modules=False)
         module_cfgs = cfg.model
         for key in path:
@@ -127,8 +139,54 @@ def main():
                 values=state if run else None,
                 parameters=[k for k, _ in module.named_parameters()],
                 outputs=run_module(module) if run else None)
-    torch.save(records, out_path)
+    return records
+
+
+def record_mmseg():
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    results = {}
+    for spec in MMSEG_SAMPLE:
+        name, _, odd = spec.partition(':')
+        with DefaultScope.overwrite_default_scope('mmseg'):
+            torch.manual_seed(0)
+            model = MODELS.build(Config.fromfile(config_path('mmseg', name)).model)
+        record = dict(
+            modules=[(n, f'{type(m).__module__}.{type(m).__qualname__}')
+                     for n, m in model.named_modules()],
+            parameters=[(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()],
+            buffers=[(n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()],
+            state_dict=[(k, tuple(v.shape)) for k, v in model.state_dict().items()])
+        if odd:
+            image = torch.randn(1, 3, 97, 75, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad(), DefaultScope.overwrite_default_scope('mmseg'):
+                record['output'] = model.eval()._forward(image)
+        results[name] = record
+        del model
+    return results
+
+
+def record(out_path, use_plugin):
+    """Both records, built with (``use_plugin``) or without mmdysample, to ``out_path``."""
+    torch.set_num_threads(1)
+    from mmdet.utils import register_all_modules as register_mmdet
+    from mmseg.utils import register_all_modules as register_mmseg
+    register_mmdet(init_default_scope=False)
+    register_mmseg(init_default_scope=False)
+    if use_plugin:
+        import mmdysample  # noqa: F401
+    elif 'mmdysample' in sys.modules:
+        raise SystemExit('the upstream side must run where mmdysample was never imported')
+    torch.save(dict(mmdet=record_mmdet(), mmseg=record_mmseg()), out_path)
+
+
+def record_plugin_side(out_path):
+    """The plugin side, in a process that has imported mmdysample (after mmdet and mmseg, as
+    :func:`record` imports it)."""
+    assert 'mmdysample' in sys.modules
+    record(out_path, use_plugin=True)
 
 
 if __name__ == '__main__':
-    main()
+    record(sys.argv[1], use_plugin='--plugin' in sys.argv)

@@ -1,0 +1,69 @@
+"""Suite-wide: the order in which tests start.
+
+``make test`` runs the suite in 2 pytest-xdist workers with ``--dist loadgroup``
+(pyproject.toml): tests are handed out one at a time (or one ``xdist_group`` at a time,
+for tests that share an expensive module fixture) in collection order. Tests marked
+``slow`` (those that train, start interpreters or build full-size models) are moved to the
+front, so that both workers take them first and the many fast tests fill in around them:
+no minute-long test starts last and leaves the other worker idle.
+"""
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # stable: within the slow and the fast tests, files and tests keep their order
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
+@pytest.fixture(scope='session')
+def upstream_equivalence(request, tmp_path_factory):
+    """``(upstream, plugin)``: the records of tests/upstream_equivalence_probe.py for
+    mmdet's and mmseg's sampled configs, built without mmdysample (a fresh interpreter that
+    never imports it) and with it (a child of tests/forked_runs.py's forkserver, which has
+    imported it), side by side. The tests of both libraries share it (their files are in
+    one xdist group, so that one worker builds it once).
+
+    The upstream side depends only on the installed packages and the probe: it is cached in
+    pytest's cache under their versions and the probe's hash, so a rerun builds the plugin
+    side only.
+    """
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmseg
+    import torch
+
+    import forked_runs
+    import upstream_equivalence_probe as probe
+
+    with open(probe.__file__, 'rb') as f:
+        probe_hash = hashlib.sha1(f.read()).hexdigest()[:10]
+    key = '-'.join([torch.__version__, mmcv.__version__, mmengine.__version__,
+                    mmdet.__version__, mmseg.__version__, probe_hash])
+    if getattr(request.config, 'cache', None) is not None:
+        cache = request.config.cache.mkdir('mmdysample-upstream-equivalence')
+    else:  # pytest -p no:cacheprovider: no cache across runs
+        cache = tmp_path_factory.mktemp('upstream-equivalence-cache')
+    upstream_path = cache / f'upstream-{key}.pt'
+    plugin_path = tmp_path_factory.mktemp('upstream-equivalence') / 'plugin.pt'
+    upstream = None
+    if not upstream_path.exists():
+        partial = upstream_path.with_suffix(f'.{os.getpid()}.partial')
+        upstream = subprocess.Popen([sys.executable, probe.__file__, str(partial)],
+                                    env=dict(os.environ, OMP_NUM_THREADS='1'),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    plugin = forked_runs.finish(forked_runs.start(probe.record_plugin_side, str(plugin_path)),
+                                timeout=900)
+    assert plugin.returncode == 0, f'plugin side failed:\n{plugin.stderr[-4000:]}'
+    if upstream is not None:
+        output, _ = upstream.communicate(timeout=900)
+        assert upstream.returncode == 0, f'upstream side failed:\n{output[-4000:]}'
+        os.replace(partial, upstream_path)
+    return (torch.load(upstream_path, weights_only=False),
+            torch.load(plugin_path, weights_only=False))
