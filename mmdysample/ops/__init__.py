@@ -12,6 +12,10 @@ kernel (the op has a fake implementation and registered autograd). Everything el
 ``torch.jit`` tracing, ``torch.export``, ONNX export, vmap) takes the reference path, which
 lives here too (:mod:`.reference`), so that this package imports nothing of the rest.
 
+:mod:`.fused_layer` runs a whole DySample layer on CPU (offset projection as one matrix
+product, scope, sampling) as one autograd node whose backward holds one input-sized gradient;
+:class:`mmdysample.upsamplers.DySample` uses it where it applies.
+
 The kernel is compiled on first use and cached (see :mod:`mmdysample.ops.extension`); when it
 cannot be built, a single warning is issued and the reference path is used. To force the
 reference path::

@@ -12,12 +12,15 @@ one projection per branch. Here the layer is one node:
   same offsets bit for bit);
 * the backward adds the projection's input gradient *into* the sampling kernel's input
   gradient (``baddbmm_``), so a step holds one input-sized gradient, as bilinear
-  interpolation does;
+  interpolation does; only the offsets are saved, and the dynamic scope's gate is recomputed
+  after the kernel's backward (see :func:`_layer_backward`);
 * the sampling is the fused kernel of :mod:`mmdysample.ops.sampling`.
 
 :func:`fused_layer_supported` says when this path applies (CPU, float32/float64 parameters and
-input of one dtype, NCHW-contiguous input, eager mode without autocast, the fused kernel on and
-built); :class:`DySample` takes the composed path otherwise. A double backward
+input of one dtype, NCHW-contiguous input, no CPU autocast, the fused kernel on and built);
+:class:`DySample` takes the composed path otherwise. Eager calls go through an
+``autograd.Function``, ``torch.compile`` traces the custom ops ``mmdysample::dysample_layer``
+and ``mmdysample::dysample_layer_backward`` (same kernels). A double backward
 (``create_graph=True``) differentiates the composed reference formulation.
 """
 from typing import Optional, Tuple
