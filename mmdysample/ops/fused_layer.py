@@ -5,11 +5,11 @@ and samples ``x`` at them. Composed from separate autograd nodes, a training ste
 input-sized gradients alive at once (the sampling's, the projection's and their sum) and runs
 one projection per branch. Here the layer is one node:
 
-* the projection is a 1x1 convolution or matrix product on ``x`` viewed as ``(B, C_in, N)``
-  (LP style: ``C_in = C``, ``N = H * W``; PL style: ``C_in = C / s^2``, ``N = s^2 * H * W``:
-  the pixel-shuffled map read in place), and the dynamic scope's projection is stacked under
-  the offset's, so one product gives both (:func:`project_offsets`, shared with the composed
-  path so that both compute the same offsets bit for bit);
+* the projection is a matrix product on ``x`` viewed as ``(B, C_in, N)`` (LP style: ``C_in = C``,
+  ``N = H * W``; PL style: ``C_in = C / s^2``, ``N = s^2 * H * W``: the pixel-shuffled map read
+  in place), and the dynamic scope's projection is stacked under the offset's, so one product
+  gives both (:func:`project_offsets`, shared with the composed path so that both compute the
+  same offsets bit for bit);
 * the backward adds the projection's input gradient *into* the sampling kernel's input
   gradient (``baddbmm_``), so a step holds one input-sized gradient, as bilinear
   interpolation does; only the offsets are saved, and the dynamic scope's gate is recomputed
@@ -37,28 +37,18 @@ __all__ = [
 ]
 
 
-# The 1x1 projection as a convolution (oneDNN) below this many input elements, as a batched
-# matrix product (MKL) from it. Measured on the 2-core AMD dev machine, 2 threads, 32 and 64
-# outputs: conv2d 1.3-2.1x faster from 1x256x64x64 to 1x256x128x128 (16 MB), bmm 1.35-1.4x
-# faster at 2x256x128x128 (32 MB). Both give the same values up to float rounding, and the
-# choice depends only on the shape, so every path computes the same offsets for an input.
-MATMUL_MIN_ELEMENTS = 1 << 23
-
-
 def project_offsets(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                     scale_factor: int, style: str) -> torch.Tensor:
     """DySample's 1x1 offset projection of ``x``, ``(B, O * r, H, W)`` where ``O`` is
     ``weight``'s output channels and ``r = 1`` ('lp') or ``s^2`` ('pl', the projection of the
     pixel-shuffled map, unshuffled back: ``pixel_unshuffle(conv(pixel_shuffle(x)))``).
 
-    Input channel ``c * s^2 + k`` of the PL style is sub-pixel ``k`` of shuffled channel
-    ``c``, so ``x`` viewed as ``(B, C / s^2, s^2 * H * W)`` *is* the shuffled map: the PL
-    projection is a 1-D convolution (or matrix product) over that view, with no
-    full-resolution copy. On the CPU, inputs of at least :data:`MATMUL_MIN_ELEMENTS` elements
-    use a batched matrix product, smaller ones (and other devices) the convolution. Traced,
-    scripted and ONNX-exported graphs take the convolution form of the shuffled map
-    (``Conv`` nodes, what deployment tools fuse and FLOP counters read; equal up to float
-    rounding, ~1e-6 relative in float32).
+    Computed as one matrix product on ``x`` viewed as ``(B, C_in, N)`` (input channel
+    ``c * s^2 + k`` of the PL style is sub-pixel ``k`` of shuffled channel ``c``, so ``x``
+    viewed as ``(B, C / s^2, s^2 * H * W)`` *is* the shuffled map), in eager mode and under
+    ``torch.compile``. Traced, scripted and ONNX-exported graphs take the convolution form
+    (``Conv`` nodes, what deployment tools fuse and FLOP counters read; equal to the product up
+    to float rounding, ~1e-6 relative in float32).
 
     Args:
         weight: ``(O, C_in, 1, 1)`` (a 1x1 convolution's weight; several stacked along ``O``).
@@ -71,11 +61,6 @@ def project_offsets(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         return F.conv2d(x, weight, bias)
     B, C, H, W = x.shape
     out_channels, in_channels = weight.shape[:2]
-    if x.device.type != 'cpu' or x.numel() < MATMUL_MIN_ELEMENTS:
-        if style == 'pl':
-            return F.conv1d(x.reshape(B, in_channels, -1),
-                            weight.view(out_channels, in_channels, 1), bias).reshape(B, -1, H, W)
-        return F.conv2d(x, weight, bias)
     # bmm over the expanded weight: torch.matmul(2-D, 3-D) folds the batch by copying x
     proj = torch.bmm(weight.view(1, out_channels, in_channels).expand(B, -1, -1),
                      x.reshape(B, in_channels, -1))
