@@ -486,7 +486,8 @@ def markdown_table(report: Dict[str, Any]) -> str:
         speedups = [r for r in section['results'] if 'forward_speedup_over_reference' in r]
         if speedups:
             lines += ['', "Speed-up over the authors' formulation, conv2d + grid_sample "
-                      '(reference time / layer time, median over rounds):', '', '| Upsampler | Forward | Fwd+bwd |', '|---|---:|---:|']
+                      '(reference time / layer time, median over rounds):', '',
+                      '| Upsampler | Forward | Fwd+bwd |', '|---|---:|---:|']
             lines += [f"| {r['label']} | {_fmt_ratio(r['forward_speedup_over_reference'])} | "
                       f"{_fmt_ratio(r['train_speedup_over_reference'])} |" for r in speedups]
         compiled = [r for r in section['results'] if 'forward_compiled_over_eager' in r]
