@@ -89,8 +89,11 @@ def test_output_bit_identical_at_a_realistic_size(threads):
 
 @pytest.mark.parametrize('name', VARIANTS)
 def test_float64_gradcheck_and_double_backward(name):
+    """The hand-written backward of every variant against finite differences; the double
+    backward (the composed formulation, one code path for every variant) for the two
+    dynamic-scope ones, whose graphs contain the others' operations."""
     layer = make_layer(name, 8, torch.float64, scope_bias=name.endswith('+'))
-    x = torch.randn(2, 8, 3, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 8, 3, 4, dtype=torch.float64, requires_grad=True)
     params = tuple(layer.parameters())
 
     def fn(x, *weights):
@@ -99,7 +102,8 @@ def test_float64_gradcheck_and_double_backward(name):
 
     assert type(layer(x).grad_fn).__name__ == FUSED_NODE
     assert torch.autograd.gradcheck(fn, (x, ) + params)
-    assert torch.autograd.gradgradcheck(fn, (x, ) + params)
+    if name.endswith('+'):
+        assert torch.autograd.gradgradcheck(fn, (x, ) + params)
 
 
 def test_frozen_parameters_and_input_without_grad():
