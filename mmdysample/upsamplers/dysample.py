@@ -3,7 +3,6 @@ from numbers import Real
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..functional import INIT_STYLES, check_bool, check_feature, check_positive_int, \
     check_scale_factor, check_size, dysample, dysample_to_size, init_sampling_positions, \
