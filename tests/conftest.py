@@ -67,3 +67,26 @@ def upstream_equivalence(request, tmp_path_factory):
         os.replace(partial, upstream_path)
     return (torch.load(upstream_path, weights_only=False),
             torch.load(plugin_path, weights_only=False))
+
+
+# Settings shared by several test folders; each folder's conftest turns on the ones it needs
+# with an autouse fixture that requests them.
+@pytest.fixture
+def one_intra_op_thread():
+    """Run the test with one intra-op thread, then restore the previous setting (a test may
+    set another count; it is restored too). The models of these tests are tiny: extra OpenMP
+    threads bring no speed, and on a busy 2-core machine their spin-waiting made a tiny
+    MaskFormer step 20x slower (6.5 s vs 0.35 s)."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def mmseg_default_scope():
+    """Build in mmseg's scope whatever scope earlier tests (mmdet's) left current."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield

@@ -2,7 +2,6 @@
 import os.path as osp
 
 import pytest
-import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -26,7 +25,7 @@ def demo_config(upsampler: str = 'bilinear') -> Config:
 
 def build_model(cfg):
     """Build in mmseg's scope (also from module-scoped fixtures, which run before the
-    function-scoped ``mmseg_scope``)."""
+    function-scoped ``mmseg_default_scope``)."""
     from mmseg.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmseg'):
         return MODELS.build(cfg)
@@ -37,15 +36,7 @@ def num_params(module) -> int:
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread per test (tiny models; the machine is shared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def depth_test_settings(one_intra_op_thread, mmseg_default_scope):
+    """One intra-op thread and mmseg's default scope (tests/conftest.py)."""
     yield
-    torch.set_num_threads(previous)
 
-
-@pytest.fixture(autouse=True)
-def mmseg_scope():
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        yield
