@@ -55,6 +55,17 @@ custom classes -- is refused with ``pickle.UnpicklingError``. To load a trusted 
 that needs more, allow-list the extra globals yourself
 (``torch.serialization.safe_globals([...])``).
 
+``torchvision://`` checkpoints without torchvision
+--------------------------------------------------
+mmengine resolves ``torchvision://resnet50`` (the ``init_cfg`` of every R50/R101 detector
+config) with ``get_torchvision_models``, which imports torchvision only to list its model
+URLs; it raises where torchvision is not installed or cannot be imported (PyPI's torchvision
+fails beside a CPU build of torch). The names the OpenMMLab configs use are the pre-0.13
+ones, which mmengine ships itself (``mmengine/hub/torchvision_0.12.json``).
+:func:`fix_torchvision_model_urls` makes ``get_torchvision_models`` return that table when
+``import torchvision`` fails; where torchvision imports, upstream's function runs unchanged
+(and adds the 0.13+ names such as ``resnet50.imagenet1k_v1``).
+
 Distributed runs without CUDA
 -----------------------------
 mmengine's ``pytorch``, ``slurm`` and ``mpi`` launchers call ``torch.cuda.set_device``,
@@ -90,7 +101,8 @@ from mmengine.runner import checkpoint as mmengine_checkpoint  # noqa: E402
 
 __all__ = [
     'apply', 'mmengine_checkpoint_globals', 'mmengine_checkpoint_safe_globals',
-    'history_buffer_statistic_lookup', 'fix_checkpoint_loading', 'fix_distributed_without_cuda'
+    'history_buffer_statistic_lookup', 'fix_checkpoint_loading', 'fix_distributed_without_cuda',
+    'fix_torchvision_model_urls', 'torchvision_model_urls'
 ]
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
@@ -279,6 +291,45 @@ def fix_checkpoint_loading() -> None:
         setattr(HistoryBuffer, name, replacement)
 
 
+def torchvision_model_urls() -> dict:
+    """The ``torchvision://`` name -> URL table mmengine ships (torchvision 0.12's names:
+    ``resnet50``, ``resnet101``, ``vgg16``...), read without importing torchvision."""
+    import os.path as osp
+
+    import mmengine
+    return mmengine.load(osp.join(mmengine.__path__[0], 'hub', 'torchvision_0.12.json'))
+
+
+def _torchvision_importable() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # not installed (ImportError), or broken beside this torch (RuntimeError)
+        return False
+    return True
+
+
+def _model_urls_without_torchvision(get_models: Callable) -> Callable:
+    """Wrap mmengine's ``get_torchvision_models``: the shipped table when torchvision cannot
+    be imported, upstream's function otherwise."""
+    if _is_patched(get_models):
+        return get_models
+
+    @functools.wraps(get_models)
+    def get_torchvision_models():
+        if _torchvision_importable():
+            return get_models()
+        return torchvision_model_urls()
+
+    setattr(get_torchvision_models, _ORIGINAL_ATTR, get_models)
+    return get_torchvision_models
+
+
+def fix_torchvision_model_urls() -> None:
+    """Resolve ``torchvision://`` checkpoint names without torchvision (see module doc)."""
+    mmengine_checkpoint.get_torchvision_models = _model_urls_without_torchvision(
+        mmengine_checkpoint.get_torchvision_models)
+
+
 def _has_accelerator() -> bool:
     """Whether mmengine would put processes on a device of their own (CUDA, NPU, MLU,
     MUSA): then its launchers work as they are."""
@@ -353,6 +404,7 @@ def apply() -> None:
         # torch < 2.5 has no allow-list API (and torch < 2.6 does not default to
         # weights_only=True): mmengine works there unchanged.
         fix_checkpoint_loading()
+    fix_torchvision_model_urls()
     fix_distributed_without_cuda()
 
 

@@ -1,7 +1,10 @@
-"""Just-in-time build of the fused C++ kernel and the switches that choose the fused path.
+"""Just-in-time build of the CPU extension and the switches that choose the fused path.
 
-The extension is compiled on first use with :func:`torch.utils.cpp_extension.load` into a
-per-user cache, one build per (Python, torch, instruction set) triple:
+One extension holds every C++ kernel of the package: each family of kernels is one source
+file in ``csrc/`` (their entry points declared in ``csrc/ops.h``), all bound to Python in
+``csrc/bindings.cpp``; :data:`SOURCES` lists them. It is compiled on first use with
+:func:`torch.utils.cpp_extension.load` into a per-user cache, one build per (Python, torch,
+instruction set) triple:
 
 * ``MMDYSAMPLE_EXTENSIONS_DIR`` sets the cache root (default
   ``$XDG_CACHE_HOME/mmdysample/extensions``, i.e. ``~/.cache/mmdysample/extensions``);
@@ -42,7 +45,7 @@ import torch
 
 __all__ = [
     'FUSED_ENV_VAR', 'use_fused', 'fused_enabled', 'load_extension', 'extension_available',
-    'extension_cache_dir', 'extension_name', 'build_lock', 'build_timeout_s',
+    'extension_cache_dir', 'extension_name', 'build_lock', 'build_timeout_s', 'SOURCES',
     'BuildLockTimeout', 'BUILD_TIMEOUT_ENV_VAR'
 ]
 
@@ -52,7 +55,10 @@ BUILD_TIMEOUT_ENV_VAR = 'MMDYSAMPLE_BUILD_TIMEOUT'
 DEFAULT_BUILD_TIMEOUT_S = 900.0
 BUILD_LOCK_NAME = 'mmdysample-build.lock'  # ours (flock); torch's FileBaton uses 'lock'
 _FALSE_WORDS = ('0', 'false', 'off', 'no')
-SOURCE = Path(__file__).resolve().parent / 'csrc' / 'dysample_sampling.cpp'
+CSRC = Path(__file__).resolve().parent / 'csrc'
+#: the extension's C++ sources (every kernel file, then the bindings), compiled into one module
+SOURCES = tuple(sorted(CSRC.glob('*.cpp'),
+                      key=lambda path: (path.name == 'bindings.cpp', path.name)))
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +120,8 @@ def _simd_variant() -> str:
 
 
 def extension_name() -> str:
-    """Module name of the build for this CPU (``mmdysample_sampling_avx2`` or ``..._generic``)."""
-    return f'mmdysample_sampling_{_simd_variant()}'
+    """Module name of the build for this CPU (``mmdysample_ops_avx2`` or ``..._generic``)."""
+    return f'mmdysample_ops_{_simd_variant()}'
 
 
 def extension_cache_dir() -> Path:
@@ -239,7 +245,7 @@ def _build(verbose: bool):
         with build_lock(build_dir, timeout_s):
             return load(
                 name=extension_name(),
-                sources=[str(SOURCE)],
+                sources=[str(source) for source in SOURCES],
                 extra_cflags=_compile_flags(),
                 extra_ldflags=[] if os.name == 'nt' else _openmp_flags(),
                 build_directory=str(build_dir),

@@ -83,7 +83,7 @@ def test_wheel_stands_alone(installed_wheel, tmp_path):
     # the pure-PyTorch path (the fused kernel would be compiled first: tens of seconds)
     code = ('import sys, mmdysample; print(mmdysample.__file__)\n' + readme_layer_example() +
             "print([m for m in ('mmdet', 'mmseg', 'mmpretrain') if m in sys.modules])\n"
-            'from mmdysample.ops import extension; print(extension.SOURCE)\n')
+            'from mmdysample.ops import extension; print(extension.SOURCES[0])\n')
     out = run_outside(['-c', code], target, tmp_path, MMDYSAMPLE_FUSED='0')
     location, shape, task_libraries, kernel_source = out.strip().split('\n')[-4:]
     assert Path(location).is_relative_to(target)

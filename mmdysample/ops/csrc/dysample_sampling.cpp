@@ -22,7 +22,6 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
-#include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
 #include <cmath>
@@ -30,6 +29,8 @@
 #include <limits>
 #include <type_traits>
 #include <vector>
+
+#include "ops.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -639,6 +640,10 @@ int64_t block_cap(const at::Tensor& x, const Shape& shape, int64_t buffers) {
   return vector;
 }
 
+}  // namespace
+
+namespace mmdysample {
+
 at::Tensor dysample_forward(const at::Tensor& x, const at::Tensor& offset, int64_t scale,
                             int64_t groups, bool fused_unnormalize) {
   const Shape shape = check_inputs(x, offset, scale, groups);
@@ -713,6 +718,8 @@ std::vector<at::Tensor> dysample_backward(const at::Tensor& grad_out, const at::
 //   grad <- g * gate * 2f         (gradient wrt o)
 //   gate <- g * L * (1 - gate)    (gradient wrt z)
 // grad, gate, offset: contiguous (B, K, H, W); init_pos: (K) values, one per channel.
+namespace {
+
 template <typename T>
 void dyscope_chain_kernel(at::Tensor& grad, at::Tensor& gate, const at::Tensor& offset,
                           const at::Tensor& init_pos, double scope_factor) {
@@ -738,6 +745,8 @@ void dyscope_chain_kernel(at::Tensor& grad, at::Tensor& gate, const at::Tensor& 
   });
 }
 
+}  // namespace
+
 void dyscope_chain(at::Tensor grad, at::Tensor gate, const at::Tensor& offset,
                    const at::Tensor& init_pos, double scope_factor) {
   TORCH_CHECK(grad.device().is_cpu() && gate.device().is_cpu() && offset.device().is_cpu() &&
@@ -759,23 +768,4 @@ void dyscope_chain(at::Tensor grad, at::Tensor gate, const at::Tensor& offset,
   }
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("dyscope_chain", &dyscope_chain, "DySample dynamic scope chain rule, in place",
-        py::arg("grad"), py::arg("gate"), py::arg("offset"), py::arg("init_pos"),
-        py::arg("scope_factor"));
-  m.doc() = "Fused DySample bilinear point sampling (border padding) for CPU";
-  m.def("forward", &dysample_forward, "DySample sampling forward", py::arg("x"), py::arg("offset"),
-        py::arg("scale_factor"), py::arg("groups"), py::arg("fused_unnormalize"));
-  m.def("backward", &dysample_backward, "DySample sampling backward", py::arg("grad_out"),
-        py::arg("x"), py::arg("offset"), py::arg("scale_factor"), py::arg("groups"),
-        py::arg("fused_unnormalize"), py::arg("need_x_grad"), py::arg("need_offset_grad"));
-  m.attr("simd") = py::str(
-#if defined(__AVX2__)
-      "avx2"
-#else
-      "generic"
-#endif
-  );
-}
+}  // namespace mmdysample
