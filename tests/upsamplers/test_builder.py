@@ -118,6 +118,7 @@ def test_cfg_keys_agreeing_with_the_caller_are_accepted():
 @pytest.mark.parametrize('cfg, in_channels, scale, exc, pattern', [
     (dict(type='Bilinear'), 8, 2, ValueError,
      r"unknown upsampler type 'Bilinear'; registered upsamplers: .*DySample-S\+"),
+    (dict(type=7), 8, 2, ValueError, r"unknown upsampler type 7; registered upsamplers"),
     (dict(type='DySample', in_channels=16), 8, 2, ValueError,
      r'the upsample cfg must not set in_channels: the neck or head sets it '
      r'\(here in_channels=8\)'),
@@ -139,10 +140,55 @@ def test_builder_rejects_bad_cfgs(cfg, in_channels, scale, exc, pattern):
 
 def test_unknown_type_lists_every_registered_upsampler():
     with pytest.raises(ValueError) as info:
-        build_upsampler(dict(type='dysample'), 8, 2)
+        build_upsampler(dict(type='Nearest'), 8, 2)
     for name in registered_upsamplers():
         assert name in str(info.value)
     assert "dict(mode='nearest')" in str(info.value)
+    assert 'did you mean' not in str(info.value)  # nothing registered is close to it
+
+
+@pytest.mark.parametrize('typo, meant', [
+    ('DySampel', "'DySample'"),
+    ('dysample', "'DySample'"),  # case-insensitive: the exact name alone
+    ('DYSAMPLE-S+', "'DySample-S+'"),
+    ('dysample_s', "'DySample-S', 'DySample' or 'DySample-S+'"),  # closest first
+    ('carafe', "'CARAFE'"),
+    ('Sapa-b', "'SAPA-B'"),
+    ('Indexnet', "'IndexNet'"),
+    ('PixelShufle', "'PixelShuffle'"),
+])
+def test_unknown_type_suggests_the_close_registered_names(typo, meant):
+    with pytest.raises(ValueError, match=rf"unknown upsampler type '{re.escape(typo)}' "
+                                         rf"\(did you mean {re.escape(meant)}.*\?\); "
+                                         r"registered upsamplers: Deconv, "):
+        build_upsampler(dict(type=typo), 32, 2)
+
+
+@pytest.mark.parametrize('name', ['FADE', 'SAPA-B', 'IndexNet', 'A2U'])
+def test_guided_type_built_directly_needs_guide_channels(name):
+    with pytest.raises(ValueError, match=rf"'{re.escape(name)}' is a guided upsampler: .*"
+                                         r"built directly, it needs guide_channels= \(the "
+                                         r"channels of that guide\), e\.g\. build_upsampler"
+                                         rf"\(dict\(type='{re.escape(name)}'\), "
+                                         r"in_channels=64, guide_channels=\.\.\.\)"):
+        build_upsampler(dict(type=name), in_channels=64)
+    for layer in (build_upsampler(dict(type=name), 64, guide_channels=32),
+                  build_upsampler(dict(type=name, guide_channels=32), 64)):
+        assert layer.guide_channels == 32
+        assert layer(torch.randn(1, 64, 3, 4), torch.randn(1, 32, 6, 8)).shape == (1, 64, 6, 8)
+
+
+def test_guided_type_at_a_site_takes_the_sites_guide_channels():
+    assert build_upsampler(dict(type='FADE', guide_channels=32), 64, guide_channels=32,
+                           where='FPN step 0').guide_channels == 32
+    with pytest.raises(ValueError, match=r'must not set guide_channels: FPN step 0 sets it '
+                                         r'\(here guide_channels=64\)'):
+        build_upsampler(dict(type='FADE', guide_channels=32), 64, guide_channels=64,
+                        where='FPN step 0')
+    # a site without a guide: the cfg cannot give it one
+    with pytest.raises(ValueError, match="'FADE' is a guided upsampler .*but FCNMaskHead has "
+                                         'no such feature'):
+        build_upsampler(dict(type='FADE', guide_channels=32), 64, where='FCNMaskHead')
 
 
 # ------------------------------------------------------------ OpenMMLab lookups
