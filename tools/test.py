@@ -8,7 +8,10 @@ The command line is mmdetection's ``tools/test.py``::
         [--launcher {none,pytorch,slurm,mpi}]
 
 As in ``tools/train.py``: mmdysample is imported first, the registries of the config's
-``default_scope`` are populated, and missing local test data stop the run at once.
+``default_scope`` are populated, and missing local test data stop the run at once. A config
+or checkpoint path that is not a file stops it before anything is imported, with one line
+(the path, and files of close names: configs of this checkout, checkpoints in the same
+folder) and exit status 2.
 ``--out`` means what it means in the upstream tool of the config's scope: for mmdet (and
 mmpretrain) a ``.pkl`` file of raw predictions (mmdet's ``DumpDetResults`` / mmengine's
 ``DumpResults``); for mmseg a directory where the metric writes the predicted label PNGs
@@ -124,11 +127,12 @@ def enable_tta(cfg, scope: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None):
     args = parse_args(argv)
+    tool_helpers.exit_if_missing(args.config, 'config', 'tools/test.py',
+                                 tool_helpers.repo_config_files())
+    tool_helpers.exit_if_missing(args.checkpoint, 'checkpoint', 'tools/test.py',
+                                 tool_helpers.checkpoint_files_near(args.checkpoint))
     tool_helpers.import_mmdysample()
     cfg, scope = tool_helpers.load_config(args)
-
-    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
-        raise SystemExit(f'checkpoint {args.checkpoint} not found')
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

@@ -69,6 +69,52 @@ def import_mmdysample():
         return importlib.import_module('mmdysample')
 
 
+def repo_config_files() -> List[str]:
+    """Every config file under this checkout's ``configs/``."""
+    configs_dir = osp.join(REPO_ROOT, 'configs')
+    return sorted(osp.join(folder, name) for folder, _, names in os.walk(configs_dir)
+                  for name in names if name.endswith('.py'))
+
+
+def exit_if_missing(path: str, what: str, prog: str, candidates: Sequence[str] = ()) -> None:
+    """Stop with one line on stderr and exit status 2 (argparse's usage error) when the file
+    argument ``path`` is not a file, before anything heavy is imported or built.
+
+    Args:
+        path: the argument as given; remote ones (``'://'`` in it) are not checked.
+        what: what it is, for the message (``'config'``, ``'checkpoint'``).
+        prog: the tool, for the message (``'tools/train.py'``).
+        candidates: files whose names may be what was meant: up to three whose file names
+            are close to ``path``'s (:func:`difflib.get_close_matches`) are named, as paths
+            relative to the working directory.
+    """
+    import difflib
+
+    if '://' in path or osp.isfile(path):
+        return
+    problem = 'is a directory, not a file' if osp.isdir(path) else 'not found'
+    by_name: Dict[str, List[str]] = {}
+    for candidate in candidates:
+        by_name.setdefault(osp.basename(candidate), []).append(candidate)
+    close = [osp.relpath(candidate) for name in difflib.get_close_matches(
+        osp.basename(path), list(by_name), n=3) for candidate in by_name[name]][:3]
+    hint = ''
+    if close:
+        choices = f'{", ".join(close[:-1])} or {close[-1]}' if close[1:] else close[0]
+        hint = f'; did you mean {choices}?'
+    print(f'{prog}: error: {what} {path} {problem}{hint}', file=sys.stderr)
+    raise SystemExit(2)
+
+
+def checkpoint_files_near(path: str) -> List[str]:
+    """The checkpoint files (``.pth``) in the folder ``path`` names (for
+    :func:`exit_if_missing`); none when that folder does not exist."""
+    folder = osp.dirname(path) or '.'
+    if not osp.isdir(folder):
+        return []
+    return sorted(osp.join(folder, name) for name in os.listdir(folder) if name.endswith('.pth'))
+
+
 def register_scope_modules(cfg) -> str:
     """Fill the registries of ``cfg.default_scope`` and return the scope name.
 

@@ -22,7 +22,9 @@ Differences from upstream, all additive:
   (skipping unreadable ones with a warning), reusing its seed when ``randomness.seed`` is
   unset: a resumed run continues bit for bit (docs/training.md, "Preemption and resume");
 * ``--amp`` without an accelerator stops with a clear message instead of mmengine's
-  assertion deep in the runner.
+  assertion deep in the runner;
+* a config path that is not a file stops at once with one line (the path, and the configs
+  of this checkout with close names) and exit status 2, as a usage error.
 
 The helpers it shares with the other tools live in ``tools/tool_helpers.py``.
 """
@@ -73,6 +75,8 @@ def _enable_amp(cfg) -> None:
 
 def main(argv: Optional[Sequence[str]] = None):
     args = parse_args(argv)
+    tool_helpers.exit_if_missing(args.config, 'config', 'tools/train.py',
+                                 tool_helpers.repo_config_files())
     tool_helpers.import_mmdysample()
     cfg, _ = tool_helpers.load_config(args)
 

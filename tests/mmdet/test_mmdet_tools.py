@@ -204,10 +204,58 @@ def test_out_option_follows_the_upstream_tool_of_each_scope(test_tool):
                                                keep_results=True)
 
 
-def test_test_tool_missing_checkpoint_stops(test_tool, tmp_path, monkeypatch):
+def stop_line(main, argv, capsys):
+    """The one stderr line and the exit status of a tool stopped on a usage error."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1, err
+    return stop.value.code, err.strip()
+
+
+def test_test_tool_missing_checkpoint_stops_with_one_line(test_tool, tmp_path, monkeypatch,
+                                                          capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match='checkpoint nowhere.pth not found'):
-        test_tool.main([str(TOP_LEVEL_CONFIG), 'nowhere.pth'])
+    code, line = stop_line(test_tool.main, [str(TOP_LEVEL_CONFIG), 'nowhere.pth'], capsys)
+    assert (code, line) == (2, 'tools/test.py: error: checkpoint nowhere.pth not found')
+    # a typo in a work directory's checkpoint names the ones there that are close to it
+    (tmp_path / 'run').mkdir()
+    for name in ('epoch_12.pth', 'epoch_1.pth', 'last_checkpoint'):
+        (tmp_path / 'run' / name).write_text('')
+    code, line = stop_line(test_tool.main, [str(TOP_LEVEL_CONFIG), 'run/epoch12.pth'], capsys)
+    assert (code, line) == (2, 'tools/test.py: error: checkpoint run/epoch12.pth not found; '
+                               'did you mean run/epoch_12.pth or run/epoch_1.pth?')
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_missing_config_stops_with_one_line_naming_close_configs(tool, tmp_path, monkeypatch,
+                                                                 capsys):
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    main = load_tool(tool).main
+    monkeypatch.chdir(REPO)
+    extra = ['epoch_1.pth'] if tool == 'test' else []
+    code, line = stop_line(main, ['configs/faster_rcnn/faster-rcnn_r50_fpn-dysampel-lpg4_1x_coco.py']
+                           + extra, capsys)
+    assert code == 2
+    assert line.startswith(f'tools/{tool}.py: error: config configs/faster_rcnn/'
+                           'faster-rcnn_r50_fpn-dysampel-lpg4_1x_coco.py not found; did you mean '
+                           'configs/faster_rcnn/faster-rcnn_r50_fpn-dysample-lpg4_1x_coco.py')
+    monkeypatch.chdir(tmp_path)
+    code, line = stop_line(main, ['my_config.py'] + extra, capsys)
+    assert (code, line) == (2, f'tools/{tool}.py: error: config my_config.py not found')
+    code, line = stop_line(main, [str(tmp_path)] + extra, capsys)
+    assert (code, line) == (2, f'tools/{tool}.py: error: config {tmp_path} is a directory, '
+                               'not a file')
+
+
+def test_train_script_on_a_missing_config_prints_no_traceback(tmp_path):
+    """As a user runs it: one line on stderr, exit status 2, nothing imported or written."""
+    result = subprocess.run([sys.executable, str(TOOLS / 'train.py'), 'configs/none.py'],
+                            cwd=tmp_path, env=tool_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == 'tools/train.py: error: config configs/none.py not found\n'
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_without_coco_stops_at_once_naming_the_missing_path(train_tool, tmp_path,
