@@ -128,6 +128,15 @@ def test_demo_driver_trains_both_twins_and_prints_the_table(tiny_data, tmp_path)
         assert cells[1] == run['upsampler'] and cells[4] == '3' and cells[7] == 'mIoU'
         assert float(cells[8]) == pytest.approx(run['validations'][-1]['mIoU'], abs=0.01)
     assert open(work / 'demo_results.md').read().startswith('| model | upsampler |')
+    # what `make demo` prints next: the demo table of the two rows trained, from their logs
+    collected = run_tool([sys.executable, osp.join(REPO_ROOT, 'tools', 'collect_results.py'),
+                          '--table', 'demo', '--work-dir', str(work)])
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    statuses = [line.rstrip(' |').split('|')[-1].strip()
+                for line in collected.stdout.splitlines() if '[config](' in line]
+    assert statuses == ['finished', 'finished'] and 'missing' not in collected.stdout
+    assert f'table demo, {work}: 2 finished\n' in collected.stdout
+    assert 'python tools/demo.py --models faster-rcnn upernet' in collected.stdout
 
 
 def test_schedule_stretching_and_data_root_options():
