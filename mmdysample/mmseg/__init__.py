@@ -10,11 +10,15 @@ subclass that is the upstream module unless its ``upsample_cfg`` names an upsamp
 - ``'DepthwiseSeparableASPPHead'``: ``decode_head.upsample_cfg``, 1 (DeepLabV3+);
 - ``'FPN'``: ``neck.upsample_cfg``, 3 (Semantic FPN);
 - ``'FPNHead'``: ``decode_head.upsample_cfg``, 6 (0 + 1 + 2 + 3);
-- ``'MaskFormerHead'``: no new key; gives a learned ``mmdet.PixelDecoder``
-  (``decode_head.pixel_decoder.upsample_cfg``) mmdet's input projection.
 
-and registers the DepthFormer modules (:mod:`mmdysample.mmseg.depth`, Table 9). MaskFormer's
-and Mask2Former's pixel decoders are mmdet's modules: :mod:`mmdysample.mmdet`.
+and registers the DepthFormer modules (:mod:`mmdysample.mmseg.depth`, Table 9).
+
+mmseg's ``MaskFormerHead`` and ``Mask2FormerHead`` are not re-registered: they build their
+pixel decoder from mmdet's registry (``'mmdet.PixelDecoder'``,
+``'mmdet.MSDeformAttnPixelDecoder'``), where :mod:`mmdysample.mmdet` has put the patched
+decoders, so ``decode_head.pixel_decoder.upsample_cfg`` swaps their upsamplers. The patched
+``PixelDecoder`` compares equal to mmdet's class, so mmseg's (that is, mmdet's)
+``MaskFormerHead.__init__`` still gives it the input projection it gives mmdet's decoder.
 """
 from . import depth  # noqa: F401  (DepthFormer modules, Table 9)
 from .fpn import FPN

@@ -217,3 +217,18 @@ def test_maskformer_input_projection_however_the_pixel_decoder_is_named(decoder_
             feats, [SegDataSample(metainfo=dict(batch_input_shape=(128, 96),
                                                 img_shape=(128, 96)))])
     assert mask_preds[-1].shape == (1, 6, 32, 24)
+
+
+def test_the_package_docstring_lists_exactly_the_names_it_re_registers():
+    """mmdysample.mmseg's docstring is the list of what it registers over mmseg's names; the
+    MaskFormer heads stay mmseg's own (their decoders are the mmdet integration's)."""
+    import mmdysample.mmseg as integration
+    from mmseg.models.decode_heads.mask2former_head import Mask2FormerHead
+
+    patched = {name for name, cls in MODELS.module_dict.items()
+               if cls.__module__.startswith('mmdysample.mmseg.')
+               and not cls.__module__.startswith('mmdysample.mmseg.depth')}
+    listed = set(re.findall(r"^- ``'(\w+)'``", integration.__doc__, flags=re.MULTILINE))
+    assert listed == patched == set(PAIRS)
+    assert MODELS.get('MaskFormerHead') is MaskFormerHead
+    assert MODELS.get('Mask2FormerHead') is Mask2FormerHead
