@@ -234,8 +234,8 @@ def test_missing_config_stops_with_one_line_naming_close_configs(tool, tmp_path,
     main = load_tool(tool).main
     monkeypatch.chdir(REPO)
     extra = ['epoch_1.pth'] if tool == 'test' else []
-    code, line = stop_line(main, ['configs/faster_rcnn/faster-rcnn_r50_fpn-dysampel-lpg4_1x_coco.py']
-                           + extra, capsys)
+    typo = 'configs/faster_rcnn/faster-rcnn_r50_fpn-dysampel-lpg4_1x_coco.py'
+    code, line = stop_line(main, [typo] + extra, capsys)
     assert code == 2
     assert line.startswith(f'tools/{tool}.py: error: config configs/faster_rcnn/'
                            'faster-rcnn_r50_fpn-dysampel-lpg4_1x_coco.py not found; did you mean '
