@@ -10,9 +10,12 @@ Steps:
    unless it is already there with the same parameters;
 2. trains every demo config of the chosen models (the DySample version and its baseline
    twin, from ``configs/demo/``) with ``tools/train.py``, streaming mmengine's logs with a
-   ``[run name]`` prefix. ``--jobs`` trainings run at once, each with ``--threads`` CPU
-   threads (default: the twins side by side, one thread each on a 2-core machine: tiny
-   models scale badly over threads, and far worse when the cores are shared);
+   ``[run name]`` prefix. ``--jobs`` trainings run at once (default 2: the twins side by
+   side), each with ``--threads`` CPU threads (default 1 on any machine: a training's
+   numbers depend on its thread count, PyTorch's CPU kernels splitting their sums by
+   thread, so one fixed count gives every machine with the same CPU and libraries the same
+   metrics; tiny models scale badly over threads anyway, far worse when the cores are
+   shared);
 3. each training validates every ``--val-interval`` iterations and at its end with the
    config's real evaluator (mmdet's CocoMetric: pycocotools COCO mAP; mmdet's
    CocoPanopticMetric: PQ; mmseg's IoUMetric: mIoU);
@@ -298,8 +301,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', default='work_dirs/demo',
                         help='runs go to <work-dir>/<config name>[_seed<S>]')
     parser.add_argument('--jobs', type=int, default=2, help='trainings run at once')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='CPU threads per training (default: cores // jobs, at least 1)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='CPU threads per training; the metrics depend on it (docs/demo.md, '
+                        '"Run-to-run variation")')
     parser.add_argument('--iters', type=int, default=None,
                         help='override the configs\' training iterations (the learning-rate '
                         'schedule is stretched to match)')
@@ -356,7 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if any(DEMO_MODELS[key].layout == 'nyu' for key in args.models):
         ensure_nyu_data(data_root, args.num_train, args.num_val, args.data_seed)
 
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONUNBUFFERED='1')

@@ -160,3 +160,11 @@ def test_schedule_stretching_and_data_root_options():
         demo.parse_args(['--jobs', '0'])
     with pytest.raises(SystemExit):
         demo.parse_args(['--models', 'segformer', '--upsamplers', 'nearest'])
+
+
+def test_default_thread_count_is_one_on_every_machine(monkeypatch):
+    """The metrics depend on the thread count (docs/demo.md, "Run-to-run variation"): the
+    default must not follow the machine's core count."""
+    monkeypatch.setattr(demo.os, 'cpu_count', lambda: 64)
+    args = demo.parse_args([])
+    assert (args.threads, args.jobs) == (1, 2)
