@@ -36,6 +36,7 @@ MMCV_BUILD_MINUTES_LOADED = 30  # the same build on that machine under load from
 CUDA_TAG_PATTERN = re.compile(r'cu(\d+)(\d)')
 # ninja -v (torch.utils.cpp_extension's builds): "[3/97] c++ ... -c /path/nms.cpp -o ..."
 NINJA_STEP = re.compile(r'^\s*\[(\d+)/(\d+)\]\s+(.*)$')
+SOURCE_FILE = re.compile(r'\.(c|cc|cpp|cxx|cu)$')
 # pip -v lines worth showing besides the compile steps
 PIP_MILESTONES = ('Building wheel for mmcv', 'Successfully installed',
                   'Requirement already satisfied: mmcv', 'ERROR:')
@@ -206,8 +207,10 @@ def describe_step(line: str) -> Optional[str]:
     if match is None:
         return None
     tokens = match.group(3).split()
-    if '-c' in tokens[:-1]:
-        what = os.path.basename(tokens[tokens.index('-c') + 1])
+    # torch's ninja rules pass "-c" twice (in cflags and before the source): name the source
+    sources = [t for t in tokens if SOURCE_FILE.search(t)]
+    if sources:
+        what = os.path.basename(sources[0])
     elif '-shared' in tokens:
         what = 'linking'
     else:
@@ -275,8 +278,9 @@ def mmcv_cuda_ops(python: str = sys.executable) -> Optional[str]:
     """What the installed mmcv's ops were compiled with: the CUDA release, ``'not
     available'`` (CPU ops only), or None (no mmcv, or no compiled ops)."""
     code = 'from mmcv.ops import get_compiling_cuda_version as v; print(v())'
-    result = subprocess.run([python, '-c', code], capture_output=True, text=True)
-    return result.stdout.strip().splitlines()[-1] if result.returncode == 0 else None
+    result = subprocess.run([python, '-c', code], capture_output=True, text=True, timeout=600)
+    lines = result.stdout.strip().splitlines()
+    return lines[-1] if result.returncode == 0 and lines else None
 
 
 def build_note(pip_command: Sequence[str], cuda: bool, log_path: str, environ=os.environ) -> str:
