@@ -98,7 +98,8 @@ def test_make_n_install_cuda(wheel_cache):
     torch = line_with(lines, 'install "torch')
     assert line_with(lines, 'python3 -m venv .venv') < torch
     assert lines[torch] == f'{VENV_PIP} install "torch==2.13.0" --index-url {CU128}'
-    assert lines[torch + 1] == '.venv/bin/python tools/install_steps.py check-torch --cuda-tag cu128'
+    assert lines[torch + 1] == ('.venv/bin/python tools/install_steps.py check-torch '
+                                '--cuda-tag cu128')
     mmcv = lines[line_with(lines, '"mmcv==2.1.0"')]
     assert mmcv.startswith('FORCE_CUDA=1 MAX_JOBS=')
     assert (f'tools/install_steps.py mmcv --cuda --log .venv/mmcv-build.log -- {VENV_PIP} install '
@@ -112,7 +113,8 @@ def test_make_n_install_cuda(wheel_cache):
     # the architectures given on the command line reach mmcv's build; a trailing / is fine
     lines = dry_run(f'TORCH_INDEX_URL={CU128}/', 'TORCH_CUDA_ARCH_LIST=8.0;9.0+PTX')
     mmcv = lines[line_with(lines, '"mmcv==2.1.0"')]
-    assert mmcv.startswith('FORCE_CUDA=1 MAX_JOBS=') and ' TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX" ' in mmcv
+    assert mmcv.startswith('FORCE_CUDA=1 MAX_JOBS=')
+    assert ' TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX" ' in mmcv
 
 
 def test_make_install_stamp_is_a_hash_of_the_recipe_and_the_torch_asked_for():
@@ -262,10 +264,12 @@ import sys, time
 print('Collecting mmcv==2.1.0', flush=True)
 print('  Building wheel for mmcv (setup.py): started', flush=True)
 time.sleep(1.5)
-print('  [1/3] c++ -MMD -MF /b/nms.o.d -I/inc -c -c /tmp/pip-install-x/mmcv_1/mmcv/ops/csrc/pytorch/nms.cpp -o /b/nms.o -O3', flush=True)
+print('  [1/3] c++ -MMD -MF /b/nms.o.d -I/inc -c -c '
+      '/tmp/pip-install-x/mmcv_1/mmcv/ops/csrc/pytorch/nms.cpp -o /b/nms.o -O3', flush=True)
 print('  compiler noise', flush=True)
-print('  [2/3] /usr/local/cuda/bin/nvcc --generate-dependencies-with-compile -c /x/cuda/roi_align_cuda.cu -o /b/r.o -DX', flush=True)
-print('  [3/3] c++ /b/nms.o /b/r.o -shared -L/t/lib -o /b/_ext.cpython-311-x86_64-linux-gnu.so', flush=True)
+print('  [2/3] /usr/local/cuda/bin/nvcc --generate-dependencies-with-compile '
+      '-c /x/cuda/roi_align_cuda.cu -o /b/r.o -DX', flush=True)
+print('  [3/3] c++ /b/nms.o /b/r.o -shared -L/t/lib -o /b/_ext.so', flush=True)
 print('Successfully installed mmcv-2.1.0', flush=True)
 '''
 
@@ -380,8 +384,9 @@ def with_dependencies(names: set) -> set:
             requires = importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
             continue
-        pending += [Requirement(r).name for r in requires
-                    if Requirement(r).marker is None or Requirement(r).marker.evaluate({'extra': ''})]
+        for requirement in map(Requirement, requires):
+            if requirement.marker is None or requirement.marker.evaluate({'extra': ''}):
+                pending.append(requirement.name)
     return {n.replace('_', '-') for n in closure}
 
 
