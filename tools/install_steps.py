@@ -64,33 +64,44 @@ def cuda_tag(release: str) -> str:
 
 
 def find_nvcc(cuda_tag_: str, environ=os.environ) -> str:
-    """The nvcc that torch's extension builder will use: ``$CUDA_HOME/bin/nvcc`` when
-    ``CUDA_HOME`` is set, else the one on ``PATH``."""
+    """The nvcc of the toolkit that torch's extension builder will use, found as torch finds
+    it: ``$CUDA_HOME`` (or ``$CUDA_PATH``), else the folder above the ``bin/`` of the nvcc
+    on ``PATH``; that folder must also hold the CUDA headers. (torch falls back to
+    /usr/local/cuda as well; this check asks for the toolkit to be named instead.)"""
     release = cuda_release(cuda_tag_)
     major = release.split('.')[0]
-    cuda_home = environ.get('CUDA_HOME')
+    variable = 'CUDA_HOME' if environ.get('CUDA_HOME') else 'CUDA_PATH'
+    cuda_home = environ.get(variable)
     if cuda_home:
         nvcc = os.path.join(cuda_home, 'bin', 'nvcc')
         if not os.access(nvcc, os.X_OK):
             raise InstallError(
-                f'CUDA_HOME={cuda_home} has no bin/nvcc: point CUDA_HOME at a CUDA {major}.x '
+                f'{variable}={cuda_home} has no bin/nvcc: point {variable} at a CUDA {major}.x '
                 f'toolkit (the folder that holds bin/nvcc), e.g. export '
                 f'CUDA_HOME=/usr/local/cuda-{release}, or load one (module load cuda/{release}) '
-                'and unset CUDA_HOME; then run make install again.')
-        return nvcc
-    nvcc = shutil.which('nvcc', path=environ.get('PATH', os.defpath))
-    if nvcc is None:
-        hint = ''
-        if os.access('/usr/local/cuda/bin/nvcc', os.X_OK):
-            hint = ' (/usr/local/cuda/bin/nvcc exists here: export CUDA_HOME=/usr/local/cuda)'
+                f'and unset {variable}; then run make install again.')
+    else:
+        nvcc = shutil.which('nvcc', path=environ.get('PATH', os.defpath))
+        if nvcc is None:
+            hint = ''
+            if os.access('/usr/local/cuda/bin/nvcc', os.X_OK):
+                hint = ' (/usr/local/cuda/bin/nvcc exists here: export CUDA_HOME=/usr/local/cuda)'
+            raise InstallError(
+                f'TORCH_INDEX_URL asks for a CUDA {release} torch ({cuda_tag_}), so mmcv is '
+                'compiled with its CUDA ops (FORCE_CUDA=1), which needs the CUDA compiler nvcc; '
+                'but CUDA_HOME is not set and nvcc is not on PATH. Load a CUDA '
+                f'{major}.x toolkit, best the release torch is built with (on a cluster: '
+                f'module load cuda/{release}; module avail cuda lists them), or export '
+                f'CUDA_HOME=/path/to/cuda-{release} (the folder that holds bin/nvcc){hint}; then '
+                'run make install again.')
+        cuda_home = os.path.dirname(os.path.dirname(nvcc))
+        variable = f'CUDA_HOME (unset: torch takes the folder above the bin/ of {nvcc})'
+    if not os.path.isfile(os.path.join(cuda_home, 'include', 'cuda_runtime.h')):
         raise InstallError(
-            f'TORCH_INDEX_URL asks for a CUDA {release} torch ({cuda_tag_}), so mmcv is '
-            'compiled with its CUDA ops (FORCE_CUDA=1), which needs the CUDA compiler nvcc; '
-            'but CUDA_HOME is not set and nvcc is not on PATH. Load a CUDA '
-            f'{major}.x toolkit, best the release torch is built with (on a cluster: '
-            f'module load cuda/{release}; module avail cuda lists them), or export '
-            f'CUDA_HOME=/path/to/cuda-{release} (the folder that holds bin/nvcc){hint}; then '
-            'run make install again.')
+            f'{variable} = {cuda_home} has no include/cuda_runtime.h, so torch would not find '
+            f'the CUDA headers (is {nvcc} a wrapper script?): export CUDA_HOME=<the CUDA '
+            f'{major}.x toolkit folder, with bin/nvcc and include/>, or load the toolkit '
+            f'(module load cuda/{release}); then run make install again.')
     return nvcc
 
 

@@ -169,9 +169,15 @@ def fake_program(folder: Path, name: str, output: str) -> Path:
 NVCC_12_8 = 'nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 12.8, V12.8.93'
 
 
+def fake_toolkit(cuda_home: Path, nvcc_output: str = NVCC_12_8) -> Path:
+    (cuda_home / 'include').mkdir(parents=True, exist_ok=True)
+    (cuda_home / 'include' / 'cuda_runtime.h').touch()
+    return fake_program(cuda_home / 'bin', 'nvcc', nvcc_output)
+
+
 def test_toolkit_check_finds_nvcc_and_needs_the_architectures(tmp_path, capsys):
     cuda_home = tmp_path / 'cuda-12.8'
-    fake_program(cuda_home / 'bin', 'nvcc', NVCC_12_8)
+    fake_toolkit(cuda_home)
     no_gpu_path = path_without('nvcc', 'nvidia-smi')
     env = {'PATH': no_gpu_path, 'CUDA_HOME': str(cuda_home)}
 
@@ -205,7 +211,7 @@ def test_toolkit_check_finds_nvcc_and_needs_the_architectures(tmp_path, capsys):
 
 def test_toolkit_check_rejects_a_wrong_toolkit(tmp_path):
     cuda_home = tmp_path / 'cuda-11.8'
-    fake_program(cuda_home / 'bin', 'nvcc', NVCC_12_8.replace('12.8', '11.8'))
+    fake_toolkit(cuda_home, NVCC_12_8.replace('12.8', '11.8'))
     env = {'PATH': path_without('nvcc'), 'CUDA_HOME': str(cuda_home),
            'TORCH_CUDA_ARCH_LIST': '8.0'}
     with pytest.raises(install_steps.InstallError,
@@ -214,6 +220,17 @@ def test_toolkit_check_rejects_a_wrong_toolkit(tmp_path):
         install_steps.check_toolkit('cu128', env)
     with pytest.raises(install_steps.InstallError, match=f'CUDA_HOME={tmp_path} has no bin/nvcc'):
         install_steps.check_toolkit('cu128', dict(env, CUDA_HOME=str(tmp_path)))
+    del env['CUDA_HOME']
+    with pytest.raises(install_steps.InstallError, match=f'CUDA_PATH={tmp_path} has no bin/nvcc'):
+        install_steps.check_toolkit('cu128', dict(env, CUDA_PATH=str(tmp_path)))
+    # an nvcc on PATH outside a toolkit (a wrapper script in /usr/local/bin, as on the dev
+    # machine): torch would take /usr/local as CUDA_HOME and miss the headers
+    wrapper = fake_program(tmp_path / 'wrapper' / 'bin', 'nvcc', NVCC_12_8)
+    with pytest.raises(install_steps.InstallError,
+                       match=f'takes the folder above the bin/ of {wrapper}\\) = '
+                             f'{tmp_path / "wrapper"} has no include/cuda_runtime.h'):
+        install_steps.check_toolkit('cu128', dict(env, PATH=f'{wrapper.parent}{os.pathsep}'
+                                                             f'{env["PATH"]}'))
     with pytest.raises(install_steps.InstallError,
                        match=r"must end in a PyTorch CUDA index name such as cu128.*got 'cuda'"):
         install_steps.check_toolkit('cuda', env)
