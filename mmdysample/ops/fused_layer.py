@@ -126,14 +126,18 @@ def _composed(x, weight, bias, init_pos, config) -> torch.Tensor:
     return grid_sample_dysample(x, offset, s, groups)
 
 
+def layer_offsets(x, weight, bias, init_pos, config) -> torch.Tensor:
+    """A layer's sampling offsets from ``x`` (``init_pos=None``: the learned part), in ``x``'s
+    dtype, computed in the projection's memory (freed on return unless it is reused)."""
+    s, _, style, scope_factor, dyscope = config
+    return offsets_from_projection(project_offsets(x, weight, bias, s, style), init_pos,
+                                   scope_factor, dyscope, x.dtype, inplace=True)
+
+
 def _layer_forward(x, weight, bias, init_pos, config):
     """(output, offsets) by the fused kernel."""
-    s, groups, style, scope_factor, dyscope = config
-    projection = project_offsets(x, weight, bias, s, style)
-    offset = offsets_from_projection(projection, init_pos, scope_factor, dyscope, x.dtype,
-                                     inplace=True)
-    del projection
-    return _sample_cpu(x, offset, s, groups), offset
+    offset = layer_offsets(x, weight, bias, init_pos, config)
+    return _sample_cpu(x, offset, *config[:2]), offset
 
 
 def _layer_backward(grad_out, x, weight, bias, init_pos, offset, config, needs):

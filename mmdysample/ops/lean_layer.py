@@ -31,8 +31,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .fused_layer import (layer_function, offsets_from_projection, project_offsets,
-                          projection_backward)
+from .fused_layer import layer_function, layer_offsets, project_offsets, projection_backward
 from .reference import grid_sample_dysample, grid_sample_dysample_backward
 from .sampling import eager_plain_tensors
 
@@ -55,12 +54,8 @@ def lean_layer_supported(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bo
 
 def _lean_forward(x, weight, bias, init_pos, config):
     """(output, learned offsets): the composition's operators."""
-    s, groups, style, scope_factor, dyscope = config
-    projection = project_offsets(x, weight, bias, s, style)
-    learned = offsets_from_projection(projection, None, scope_factor, dyscope, x.dtype,
-                                      inplace=True)
-    del projection
-    return grid_sample_dysample(x, learned + init_pos, s, groups), learned
+    learned = layer_offsets(x, weight, bias, None, config)
+    return grid_sample_dysample(x, learned, *config[:2], init_pos=init_pos), learned
 
 
 def _lean_backward(grad_out, x, weight, bias, init_pos, learned, config, needs):

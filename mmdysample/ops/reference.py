@@ -57,14 +57,17 @@ def offset_gradient(grad_grid: torch.Tensor, batch: int, scale_factor: int, grou
 
 
 def grid_sample_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
-                         groups: int) -> torch.Tensor:
+                         groups: int, init_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The reference path of :func:`dysample` (normalised grid + ``F.grid_sample``), without
     its argument checks, dtype handling or the fused-kernel dispatch: what the fused kernel
     reproduces, and what its double backward differentiates. ``x`` and ``offset`` must share
     a float32/float64 dtype (:func:`dysample` sees to it); otherwise as :func:`dysample`.
+    With ``init_pos`` given, ``offset`` holds the learned offsets and the sampling offsets
+    ``offset + init_pos`` exist only while the grid is built.
     """
     B, C, H, W = x.shape
-    grid = sampling_grid(offset, scale_factor, groups)
+    grid = sampling_grid(offset if init_pos is None else offset + init_pos, scale_factor,
+                         groups)
     out = F.grid_sample(
         x.reshape(B * groups, C // groups, H, W),
         grid,

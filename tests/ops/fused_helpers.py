@@ -39,11 +39,11 @@ def _tool_helpers():
     return sys.modules[name]
 
 
-def peak_bytes(fn) -> int:
-    """Peak CPU tensor memory allocated while ``fn()`` runs (the benchmark's measure:
-    ``tools/tool_helpers.peak_memory_bytes``, torch profiler allocation events, the fused
-    kernel's scratch included)."""
-    return _tool_helpers().peak_memory_bytes(fn)
+def peak_bytes(fn, device='cpu') -> int:
+    """Peak tensor memory allocated while ``fn()`` runs (the benchmark's measure:
+    ``tools/tool_helpers.peak_memory_bytes``; on CPU torch profiler allocation events, the
+    fused kernel's scratch included; on CUDA the caching allocator's high-water mark)."""
+    return _tool_helpers().peak_memory_bytes(fn, device)
 
 
 def make_layer(name, channels, dtype=torch.float32, scope_bias=False, scale=2):

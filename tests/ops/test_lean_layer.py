@@ -7,9 +7,10 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fused_helpers import (LEAN_LAYER_NODE, LEAN_SAMPLE_NODE, VARIANTS,
                            compile_recording_graphs, composition, grads_of, make_layer,
-                           node_name, relative_error)
+                           node_name, peak_bytes, relative_error)
 
 from mmdysample.ops import use_fused
 
@@ -190,3 +191,38 @@ def test_torch_export_graph_is_standard_operators():
         assert all(t.startswith('aten.') or t.startswith('<built-in') for t in targets), targets
         with torch.no_grad():
             torch.testing.assert_close(program.module()(x), layer(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('name', VARIANTS)
+def test_cuda_layer_is_the_lean_one_with_the_compositions_results_and_bilinears_memory(name):
+    """On CUDA the lean layer is the default path: the composition's output, autograd's
+    gradients (up to the order of grid_sample's atomic adds) and a training step's peak within
+    1.15x bilinear interpolation's (the caching allocator's high-water mark)."""
+    layer = make_layer(name, 256).cuda()
+    x = torch.randn(2, 256, 64, 80, device='cuda')
+    grad_out = torch.randn(2, 256, 128, 160, device='cuda')
+    out, grad_x, grads, node = grads_of(layer, x, grad_out)
+    assert node == LEAN_LAYER_NODE
+    ref_out, ref_grad_x, ref_grads, _ = grads_of(layer, x, grad_out, composition)
+    assert torch.equal(out, ref_out)
+    assert relative_error(grad_x, ref_grad_x) < 1e-5
+    for key in grads:
+        assert relative_error(grads[key], ref_grads[key]) < 1e-5, key
+    x.requires_grad_()
+
+    def reset():
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+
+    def bilinear():
+        F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False).backward(grad_out)
+        reset()
+
+    def lean():
+        layer(x).backward(grad_out)
+        reset()
+
+    base = peak_bytes(bilinear, 'cuda')
+    parameter_bytes = sum(p.numel() * p.element_size() for p in layer.parameters())
+    assert peak_bytes(lean, 'cuda') <= 1.15 * base + 4 * parameter_bytes
