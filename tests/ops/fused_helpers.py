@@ -46,6 +46,25 @@ def peak_bytes(fn, device='cpu') -> int:
     return _tool_helpers().peak_memory_bytes(fn, device)
 
 
+def bilinear(x):
+    """The memory and time yardstick: bilinear x2 interpolation (align_corners=False)."""
+    return torch.nn.functional.interpolate(x, scale_factor=2, mode='bilinear',
+                                           align_corners=False)
+
+
+def training_step_peak(forward, x, grad_out, layer=None, device='cpu') -> int:
+    """:func:`peak_bytes` of ``forward(x).backward(grad_out)`` (the output gradient given, as
+    inside a network); the gradients of ``x`` and ``layer`` are released afterwards."""
+
+    def step():
+        forward(x).backward(grad_out)
+        x.grad = None
+        if layer is not None:
+            layer.zero_grad(set_to_none=True)
+
+    return peak_bytes(step, device)
+
+
 def make_layer(name, channels, dtype=torch.float32, scope_bias=False, scale=2):
     """A layer whose offsets reach a few pixels (the paper's init keeps them ~0.01 px, where
     bilinear sampling is nearly linear and a wrong gradient could hide)."""

@@ -4,9 +4,9 @@ path's (autograd through matmul/sigmoid/grid_sample), double backward, the cases
 back to the composed path, and the memory of a training step against bilinear's."""
 import pytest
 import torch
-import torch.nn.functional as F
-from fused_helpers import (FUSED_LAYER_NODE, VARIANTS, compile_recording_graphs, composition,
-                           grads_of, make_layer, peak_bytes, relative_error)
+from fused_helpers import (FUSED_LAYER_NODE, VARIANTS, bilinear, compile_recording_graphs,
+                           composition, grads_of, make_layer, relative_error,
+                           training_step_peak)
 
 from mmdysample.ops import use_fused
 from mmdysample.upsamplers import build_upsampler
@@ -128,30 +128,15 @@ def test_training_step_peak_memory_against_bilinear(threads, variants):
     torch.set_num_threads(threads)
     x = torch.randn(2, 256, 128, 128, requires_grad=True)
     grad_out = torch.randn(2, 256, 256, 256)
-
-    def bilinear():
-        F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False).backward(grad_out)
-        x.grad = None
-
-    base = peak_bytes(bilinear)
+    base = training_step_peak(bilinear, x, grad_out)
     ratios = {}
     for name in variants:
         layer = build_upsampler(dict(type=name), 256, 2)
-
-        def dysample():
-            layer(x).backward(grad_out)
-            x.grad = None
-            layer.zero_grad(set_to_none=True)
-
-        def composed():
-            composition(layer, x).backward(grad_out)
-            x.grad = None
-            layer.zero_grad(set_to_none=True)
-
-        fused = peak_bytes(dysample)
+        fused = training_step_peak(layer, x, grad_out, layer)
         ratios[name] = fused / base
         if threads == 2:  # less than autograd through the composition
-            assert fused < peak_bytes(composed), name
+            autograd = training_step_peak(lambda x: composition(layer, x), x, grad_out, layer)
+            assert fused < autograd, name
     # to three digits, as the benchmark reports it (DySample-S: 1.15002, the kernel's
     # per-thread 16-pixel tiles, 4 KiB, over 24 MiB of offsets, offset gradient and buffers)
     assert all(round(ratio, 3) <= MEMORY_LIMIT for ratio in ratios.values()), ratios

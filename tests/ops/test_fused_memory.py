@@ -9,9 +9,8 @@
 """
 import pytest
 import torch
-import torch.nn.functional as F
-from fused_helpers import (LEAN_LAYER_NODE, VARIANTS, composition, node_name, peak_bytes,
-                           took_fused_path)
+from fused_helpers import (LEAN_LAYER_NODE, VARIANTS, bilinear, composition, node_name,
+                           peak_bytes, took_fused_path, training_step_peak)
 
 from mmdysample.functional import dysample, init_sampling_positions
 from mmdysample.ops import use_fused
@@ -57,28 +56,16 @@ def test_composed_path_training_step_peak_memory_against_bilinear(name):
     grad_out = torch.randn(1, 256, 128, 128)
     layer = build_upsampler(dict(type=name), 256, 2)
 
-    def reset():
-        x.grad = None
-        layer.zero_grad(set_to_none=True)
-
-    def bilinear():
-        F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False).backward(grad_out)
-        reset()
-
-    def lean():
+    def lean(x):
         with use_fused(False):
             out = layer(x)
         assert node_name(out) == LEAN_LAYER_NODE
-        out.backward(grad_out)
-        reset()
+        return out
 
-    def autograd_composition():
-        composition(layer, x).backward(grad_out)
-        reset()
-
-    base = peak_bytes(bilinear)
-    peak = peak_bytes(lean)
+    base = training_step_peak(bilinear, x, grad_out)
+    peak = training_step_peak(lean, x, grad_out, layer)
     parameter_bytes = sum(p.numel() * p.element_size() for p in layer.parameters())
     assert peak <= COMPOSED_MEMORY_LIMIT * base + 4 * parameter_bytes, peak / base
     # autograd through the same operators holds two more input-sized gradients (1.40x)
-    assert peak_bytes(autograd_composition) - peak >= 0.2 * base
+    autograd = training_step_peak(lambda x: composition(layer, x), x, grad_out, layer)
+    assert autograd - peak >= 0.2 * base
