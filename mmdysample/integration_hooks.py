@@ -12,6 +12,9 @@ has executed:
   :func:`~mmdysample.compat.fix_torchvision_model_urls`;
 * ``mmengine.dist.utils``: :func:`mmdysample.compat.fix_dist_launchers`;
 * ``mmengine.model.wrappers.distributed``: :func:`mmdysample.compat.fix_ddp_for_cpu_modules`;
+* ``torch._dynamo``: :func:`mmdysample.ops.sampling.mark_compile_constants` (what the
+  ``torch.compiler.assume_constant_result`` decorator would do, without importing
+  ``torch._dynamo`` at ``import mmdysample``);
 * ``mmengine.runner``: ``mmdysample.engine`` (the runner hooks, in mmengine's ``HOOKS``);
 * ``mmdet.models``: ``mmdysample.mmdet`` (the patched modules, in mmdet's ``MODELS``);
 * ``mmseg.models``: ``mmdysample.mmseg`` (the patched modules, in mmseg's ``MODELS``).
@@ -48,6 +51,7 @@ INTEGRATIONS: Dict[str, Tuple[str, ...]] = {
                                    'mmdysample.compat:fix_torchvision_model_urls'),
     'mmengine.dist.utils': ('mmdysample.compat:fix_dist_launchers', ),
     'mmengine.model.wrappers.distributed': ('mmdysample.compat:fix_ddp_for_cpu_modules', ),
+    'torch._dynamo': ('mmdysample.ops.sampling:mark_compile_constants', ),
     'mmengine.runner': ('mmdysample.engine', ),
     'mmdet.models': ('mmdysample.mmdet', ),
     'mmseg.models': ('mmdysample.mmseg', ),

@@ -326,11 +326,23 @@ def fused_dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,
     return sample(_dense(x), offset.contiguous(), int(scale_factor), int(groups))
 
 
-@torch.compiler.assume_constant_result
 def _fused_wanted_and_built() -> bool:
     """The switches are on and the kernel is built (building it if needed). Under
-    ``torch.compile`` this is read once, when the graph is traced."""
+    ``torch.compile`` this is read once, when the graph is traced (see
+    :func:`mark_compile_constants`)."""
     return fused_enabled() and load_extension() is not None
+
+
+def mark_compile_constants(dynamo_module) -> None:
+    """Tell ``torch.compile`` to read :func:`_fused_wanted_and_built` once, when tracing.
+
+    Run right after ``torch._dynamo`` is imported (:mod:`mmdysample.integration_hooks`),
+    not as a decorator: ``torch.compiler.assume_constant_result`` imports
+    ``torch._dynamo``, which costs more CPU time than the rest of ``import
+    mmdysample.upsamplers`` and replaces ``torch.manual_seed``. It marks the function in
+    place (``dynamo_module``, the trigger, is not used).
+    """
+    torch.compiler.assume_constant_result(_fused_wanted_and_built)
 
 
 def sample_fused_or_reference(x: torch.Tensor, offset: torch.Tensor, scale_factor: int,

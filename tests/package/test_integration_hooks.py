@@ -158,6 +158,7 @@ def test_the_real_table():
                                        fixes + 'torchvision_model_urls'),
         'mmengine.dist.utils': (fixes + 'dist_launchers', ),
         'mmengine.model.wrappers.distributed': (fixes + 'ddp_for_cpu_modules', ),
+        'torch._dynamo': ('mmdysample.ops.sampling:mark_compile_constants', ),
         'mmengine.runner': ('mmdysample.engine', ),
         'mmdet.models': ('mmdysample.mmdet', ),
         'mmseg.models': ('mmdysample.mmseg', ),
