@@ -5,7 +5,6 @@ Upsamplers are registered in mmengine's root ``MODELS`` (where mmcv's
 :func:`register_upsampler`, which also records their names so that errors can list them.
 """
 import copy
-import difflib
 import inspect
 from typing import Dict, List, Optional, Union
 
@@ -44,6 +43,8 @@ def registered_upsamplers() -> List[str]:
 def _close_names(name: str) -> List[str]:
     """Registered names close to ``name``: a case-insensitive exact match alone, else
     :func:`difflib.get_close_matches` of the lower-cased names (best first)."""
+    import difflib  # only on this error path: not at import
+
     by_lower = {registered.lower(): registered for registered in _UPSAMPLER_NAMES}
     if name.lower() in by_lower:
         return [by_lower[name.lower()]]
