@@ -216,25 +216,39 @@ def test_errors_and_limits():
     assert check_device.scaled_error(actual * math.nan, reference) == math.inf
     assert check_device.scaled_error(torch.ones(2), torch.zeros(2)) == 1.0  # absolute
     assert check_device.scaled_error(torch.ones(0), torch.ones(0)) == 0.0
-    # the reduced precisions judge the guide and parameter gradients norm-wise
-    assert check_device.limits('float32') == {
-        key: ('scaled', 1e-4) for key in ('output', 'input_grad', 'guide_grad', 'param_grad')}
-    assert check_device.limits('autocast_bfloat16') == dict(
+    # float32 judges everything at 1e-4; the reduced precisions the guide and parameter
+    # gradients norm-wise
+    assert check_device.LIMITS['float32'] == dict(
+        output=('scaled', 1e-4), input_grad=('scaled', 1e-4), guide_grad=('scaled', 1e-4),
+        param_grad=('normwise', 1e-4))
+    assert check_device.LIMITS['autocast_bfloat16'] == dict(
         output=('scaled', 5e-2), input_grad=('scaled', 5e-2),
-        guide_grad=('normwise', 1e-1), param_grad=('normwise', 1e-1))
-    # compare(): the worst parameter gradient is named; a missing gradient is infinite
+        guide_grad=('normwise', 2.5e-1), param_grad=('normwise', 2.5e-1))
+    assert set(check_device.LIMITS) == set(check_device.precisions('cuda', True, True))
+    # compare(): the parameters' gradients as one vector, the worst tensor named; a missing
+    # gradient is infinitely wrong
     ref = dict(output=reference, input_grad=reference,
                param_grads=dict(a=reference, b=reference, c=None))
     got = dict(output=reference, input_grad=reference.clone(),
                param_grads=dict(a=reference, b=actual, c=None))
     record = check_device.compare(got, ref, 'float32')
-    assert record['status'] == 'failed' and record['errors']['param_grad_worst'] == 'b'
-    assert record['reason'] == 'float32 param_grad (b) scaled error 0.05 > 1e-04'
+    whole = math.sqrt(0.1**2 + 0.2**2) / math.sqrt(2 * (16 + 4 + 1))
+    assert record['errors']['param_grad'] == pytest.approx(whole)
+    assert record['errors']['param_grad_worst'] == 'b'
+    assert record['errors']['param_grad_worst_error'] == pytest.approx(whole * math.sqrt(2))
+    assert record['status'] == 'failed'
+    assert record['reason'] == (f'float32 param_grad normwise error {whole:.2g} > 1e-04 '
+                                f'(worst tensor b: {whole * math.sqrt(2):.2g})')
+    assert check_device.compare(got, ref, 'autocast_bfloat16')['status'] == 'passed'
     got['input_grad'] = None
     record = check_device.compare(got, ref, 'autocast_bfloat16')
     assert record['errors']['input_grad'] == math.inf
     assert record['reason'].startswith('autocast_bfloat16 input_grad scaled error inf')
-    got.update(input_grad=reference, param_grads=dict(a=reference, b=reference, c=None))
+    got.update(input_grad=reference, param_grads=dict(a=reference, b=None, c=None))
+    record = check_device.compare(got, ref, 'autocast_bfloat16')
+    assert record['errors']['param_grad'] == math.inf
+    assert record['errors']['param_grad_worst'] == 'b'
+    got['param_grads'] = dict(a=reference, b=reference, c=None)
     assert check_device.compare(got, ref, 'float32')['status'] == 'passed'
 
 
