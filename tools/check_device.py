@@ -389,7 +389,7 @@ def compare(result: Dict[str, Any], reference: Dict[str, Any], precision: str
     if bad:
         key = bad[0]
         metric, limit = limits[key]
-        record['reason'] = f'{precision} {key} {metric} error {errors[key]:.2g} > {limit:.0e}'
+        record['reason'] = f'{precision} {key} {metric} error {errors[key]:.2g} > {limit:g}'
         if key == 'param_grad':
             record['reason'] += (f" (worst tensor {errors['param_grad_worst']}: "
                                  f"{errors['param_grad_worst_error']:.2g})")
@@ -572,7 +572,7 @@ def check_carafe(device: torch.device, size: Sequence[int],
     return dict(status=FAILED if bad else PASSED, size=list(size), kernel_size=kernel_size,
                 group_size=group_size, tolerance=tolerance, errors=errors,
                 reason=(f'mmcv.ops.carafe vs mmdysample.functional.carafe: {bad[0]} error '
-                        f'{errors[bad[0]]:.2g} > {tolerance:.0e}') if bad else None)
+                        f'{errors[bad[0]]:.2g} > {tolerance:g}') if bad else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -787,7 +787,7 @@ def check_ddp(device: torch.device, settings: Dict[str, Any], timeout_s: float =
         problems.append(f'ranks disagree on the parameters by {rank_params:.2g}')
     if not vs_single <= DDP_TOLERANCE:
         problems.append(f'parameters differ from one process on the whole batch by '
-                        f'{vs_single:.2g} > {DDP_TOLERANCE:.0e}')
+                        f'{vs_single:.2g} > {DDP_TOLERANCE:g}')
     if not moved > 100 * DDP_TOLERANCE:
         problems.append(f'the parameters barely moved ({moved:.2g}): nothing was checked')
     record.update(status=FAILED if problems else PASSED,
@@ -900,7 +900,7 @@ def _carafe_lines(carafe: Dict[str, Any]) -> List[str]:
     if carafe.get('errors'):
         line += (f"; input {'x'.join(map(str, carafe['size']))}, float32, scaled errors: " +
                  ', '.join(f'{key} {_fmt(value)}' for key, value in carafe['errors'].items())
-                 + f" (limit {carafe['tolerance']:.0e})")
+                 + f" (limit {carafe['tolerance']:g})")
     return [line]
 
 
@@ -928,7 +928,7 @@ def _ddp_lines(ddp: Dict[str, Any]) -> List[str]:
             f"{_fmt(ddp['rank_param_disagreement'])} (parameters), limit "
             f"{ddp['rank_tolerance']}; the parameters differ from one process trained on the "
             f"whole batches by {_fmt(ddp['error_vs_single_process'])} (limit "
-            f"{ddp['tolerance']:.0e}), and moved by {_fmt(ddp['param_change'])} of their "
+            f"{ddp['tolerance']:g}), and moved by {_fmt(ddp['param_change'])} of their "
             "scale.")
     return lines
 
@@ -937,10 +937,11 @@ def _upsampler_tables(up: Dict[str, Any]) -> List[str]:
     precision_names = up['precisions']
     lines = ['Parity with float64 on the CPU (pure-PyTorch path, same weights and input): '
              'the largest error over the output and the gradients of the input, guide and '
-             'parameters; in the reduced precisions the largest scaled error / the largest '
-             'normwise error. "scaled": max |error| / max |reference|; "normwise": ||error|| '
-             '/ ||reference||. Limits: ' + '; '.join(
-                 f"{p}: " + ', '.join(f"{key} {v['metric']} {v['limit']:.0e}"
+             'parameters: the largest scaled error / the largest normwise error. '
+             '"scaled": max |error| / max |reference|; "normwise": '
+             '||error|| / ||reference|| (the parameters: all their gradients as one vector). '
+             'Limits: ' + '; '.join(
+                 f"{p}: " + ', '.join(f"{key} {v['metric']} {v['limit']:g}"
                                       for key, v in lim.items())
                  for p, lim in up['limits'].items()) + '.', '',
              '| Upsampler | size | ' + ' | '.join(precision_names) + ' |',
