@@ -497,6 +497,9 @@ def latency(names: Sequence[str], device: torch.device, settings: Dict[str, Any]
 
 def check_upsamplers(device: torch.device, settings: Dict[str, Any], precision_names,
                      names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The upsamplers section: parity at each size and precision, the empty batch and the
+    cost of every registered upsampler (or of ``names``); failed when any parity or empty
+    batch fails or a layer cannot run forward+backward for the timing."""
     from mmdysample.upsamplers import registered_upsamplers
     names = list(names or registered_upsamplers())
     results = []
@@ -617,6 +620,9 @@ def train_iterations(cfg, device: torch.device, iters: int) -> List[float]:
 
 
 def check_training(device: torch.device, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The training section: a few steps of each demo family's DySample twin on a fixed
+    synthetic batch (written to a temporary folder); failed when a loss is not finite or a
+    model does not build or step."""
     import demo
 
     from mmdysample.datasets import generate_synthetic_dataset
