@@ -769,6 +769,39 @@ def time_per_call(fn: Callable[[], Any], iters: int,
     return (time.perf_counter() - start) * 1e3 / iters
 
 
+def event_time_per_call(fn: Callable[[], Any], iters: int,
+                        event_class: Optional[Callable[..., Any]] = None) -> float:
+    """Mean GPU time of ``fn()`` over ``iters`` back-to-back calls, in milliseconds, from two
+    CUDA events recorded on the current stream around the calls (the host waits for the
+    second). ``event_class``: ``torch.cuda.Event`` by default; anything with the same
+    ``record()``, ``synchronize()`` and ``elapsed_time(other)`` (in ms) also works."""
+    if iters < 1:
+        raise ValueError(f'iters must be a positive integer, got {iters!r}')
+    if event_class is None:
+        import torch
+        event_class = torch.cuda.Event
+    start, end = event_class(enable_timing=True), event_class(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def device_time_per_call(fn: Callable[[], Any], iters: int,
+                         device: Union[str, 'torch.device'] = 'cpu') -> float:
+    """Milliseconds per call of ``fn()`` on ``device``: :func:`event_time_per_call` on CUDA
+    (after the queued work is done), the wall clock (:func:`time_per_call`) elsewhere."""
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda':
+        synchronize(device)
+        with torch.cuda.device(device):
+            return event_time_per_call(fn, iters)
+    return time_per_call(fn, iters, device)
+
+
 def build_model(config,
                 cfg_options: Optional[Dict[str, Any]] = None,
                 checkpoint: Optional[str] = None,
