@@ -6,9 +6,9 @@ The reassembly kernels are predicted from both the high-resolution guide (the en
 feature) and the low-resolution input (the decoder feature) by a "semi-shift" convolution:
 one 3x3 convolution, shared by both, runs on the compressed guide at high resolution and on
 the compressed input at low resolution, and the low-resolution result is nearest-upsampled
-and added. The authors' CUDA version reassembles with mmcv's CARAFE op; their pure-PyTorch
+and added. The authors' CUDA version reassembles with mmcv's CARAFE op, their pure-PyTorch
 version with unfold and einsum; :func:`mmdysample.functional.carafe` is that computation
-(zero outside the map).
+(zero outside the map) on every device, without the unfolded tensor.
 """
 from typing import Optional
 

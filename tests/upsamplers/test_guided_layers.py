@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdysample.functional import carafe
+from mmdysample.ops import use_fused
 from mmdysample.upsamplers import (A2U, FADE, SAPA_B, IndexNet, build_upsampler,
                                    registered_upsamplers, upsample)
 
@@ -164,6 +165,48 @@ def test_odd_sizes_batch_one_and_exact_site_sizes(name):
     resize = lambda t, size: F.interpolate(t, size, mode='bilinear', align_corners=False)  # noqa
     expected = resize(layer(x, resize(guide, (10, 14))), (11, 15))
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('training', [True, False])
+def test_empty_batch_forward_and_backward(name, training):
+    """Issue 23: a batch of 0 (an empty shard of a distributed batch) gives an empty output
+    of the right shape, zero gradients for every parameter and empty input gradients, and
+    leaves IndexNet's BatchNorm statistics alone."""
+    layer = randomise(LAYERS[name](32, guide_channels=64), std=0.2).train(training)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = torch.randn(0, 32, 5, 7, requires_grad=True)
+    guide = torch.randn(0, 64, 10, 14, requires_grad=True)
+    out = layer(x, guide)
+    assert out.shape == (0, 32, 10, 14)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and guide.grad.shape == guide.shape
+    for pname, p in layer.named_parameters():
+        assert p.grad is not None and not p.grad.any(), pname
+    for key, value in layer.state_dict().items():
+        if not key.endswith('num_batches_tracked'):
+            assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize('name', KERNEL_LAYERS)
+def test_device_agnostic_path_matches_the_kernel(name):
+    """The layers reassemble (and SAPA-B computes its similarities) with the CPU kernels, or
+    with the device-agnostic path when they are switched off (as on a device without
+    kernels): same output and gradients, float32, odd size, batch 2."""
+    layer = randomise(LAYERS[name](64), std=0.1)
+    x, guide = inputs(2, 64, 64, 9, 11, dtype=torch.float32)
+    grad_out = torch.randn(2, 64, 18, 22)
+    results = []
+    for fused in (True, False):
+        layer.zero_grad(set_to_none=True)
+        xi, gi = x.clone().requires_grad_(), guide.clone().requires_grad_()
+        with use_fused(fused):
+            out = layer(xi, gi)
+            out.backward(grad_out)
+        results.append([out, xi.grad, gi.grad] + [p.grad for p in layer.parameters()])
+    for kernel, generic in zip(*results):
+        scale = generic.abs().max().item()
+        torch.testing.assert_close(kernel, generic, rtol=1e-5, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize('name', LAYERS)
