@@ -195,6 +195,64 @@ inline void store_chunk(T* dst, typename Simd<T>::V lo, typename Simd<T>::V hi, 
   std::memcpy(dst, spill, sizeof(T) * n);
 }
 
+// One chunk (two registers) of each of the kChannels channels of a block, held in named
+// registers (GCC keeps an array of vectors in memory across loop iterations).
+template <typename T>
+struct Block {
+  static_assert(kChannels == 4, "Block holds four channels");
+  using S = Simd<T>;
+  using V = typename S::V;
+  static constexpr int64_t N = S::N;
+  V a0, a1, b0, b1, c0, c1, d0, d1;
+
+  static Block zero() {
+    const V z = S::zero();
+    return Block{z, z, z, z, z, z, z, z};
+  }
+  // the chunks at p, p + stride, p + 2 stride, p + 3 stride
+  static Block load(const T* p, int64_t stride) {
+    return Block{S::load(p),              S::load(p + N),
+                 S::load(p + stride),     S::load(p + stride + N),
+                 S::load(p + 2 * stride), S::load(p + 2 * stride + N),
+                 S::load(p + 3 * stride), S::load(p + 3 * stride + N)};
+  }
+  // this += (chunks at p, p + stride, ...) * (w0, w1)
+  void fma(const T* p, int64_t stride, V w0, V w1) {
+    a0 = S::fma(S::load(p), w0, a0);
+    a1 = S::fma(S::load(p + N), w1, a1);
+    b0 = S::fma(S::load(p + stride), w0, b0);
+    b1 = S::fma(S::load(p + stride + N), w1, b1);
+    c0 = S::fma(S::load(p + 2 * stride), w0, c0);
+    c1 = S::fma(S::load(p + 2 * stride + N), w1, c1);
+    d0 = S::fma(S::load(p + 3 * stride), w0, d0);
+    d1 = S::fma(S::load(p + 3 * stride + N), w1, d1);
+  }
+  // (s0, s1) += sum over the channels of this * (chunks at p, p + stride, ...)
+  void dot(const T* p, int64_t stride, V& s0, V& s1) const {
+    s0 = S::fma(a0, S::load(p), s0);
+    s1 = S::fma(a1, S::load(p + N), s1);
+    s0 = S::fma(b0, S::load(p + stride), s0);
+    s1 = S::fma(b1, S::load(p + stride + N), s1);
+    s0 = S::fma(c0, S::load(p + 2 * stride), s0);
+    s1 = S::fma(c1, S::load(p + 2 * stride + N), s1);
+    s0 = S::fma(d0, S::load(p + 3 * stride), s0);
+    s1 = S::fma(d1, S::load(p + 3 * stride + N), s1);
+  }
+  V lo(int64_t c) const { return c == 0 ? a0 : c == 1 ? b0 : c == 2 ? c0 : d0; }
+  V hi(int64_t c) const { return c == 0 ? a1 : c == 1 ? b1 : c == 2 ? c1 : d1; }
+};
+
+// The upsampled rows i + dy - r (dy < K) of the block's cs channels: rows[(c * K + dy) * L].
+template <typename T>
+void upsample_block(const T* x_first, int64_t cs, int64_t i, const Geometry& g, T* rows) {
+  for (int64_t c = 0; c < cs; ++c) {
+    for (int64_t dy = 0; dy < g.kernel; ++dy) {
+      upsample_row(x_first + c * g.plane(), i + dy - g.radius, g,
+                   rows + (c * g.kernel + dy) * g.padded);
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------ reassemble
 
 template <typename T>
@@ -202,41 +260,33 @@ void reassemble_kernel(const T* x, const T* masks, T* out, const Geometry& g) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int64_t N = S::N;
-  const int64_t s = g.scale, K = g.kernel, K2 = g.taps, L = g.padded;
-  for_each_band(g, [&](int64_t b, int64_t k, int64_t i_begin, int64_t i_end) {
-    std::vector<T> mask_rows(s * K2 * L), up_rows(kChannels * K * L, T(0)), spill(2 * N);
+  for_each_band(g, [&, g](int64_t b, int64_t k, int64_t i_begin, int64_t i_end) {
+    const int64_t s = g.scale, K2 = g.taps, L = g.padded, span = g.span, oW = g.out_width;
+    const int64_t Cg = g.group_channels, lead = s * g.radius, channel_rows = g.kernel * L;
+    std::vector<T> mask_rows(s * K2 * L), up_rows(kChannels * channel_rows, T(0)), spill(2 * N);
+    std::vector<int64_t> tap(K2);  // tap m's offset in a channel's upsampled rows
+    for (int64_t m = 0; m < K2; ++m) tap[m] = (m / g.kernel) * L + s * (m % g.kernel);
     const T* masks_bg = masks + (b * g.groups + k) * K2 * g.out_plane();
     for (int64_t i = i_begin; i < i_end; ++i) {
-      pad_masks(masks_bg, i, 0, K, g, mask_rows.data());
-      for (int64_t c0 = 0; c0 < g.group_channels; c0 += kChannels) {
-        const int64_t cs = std::min(kChannels, g.group_channels - c0);
-        const int64_t c_first = b * g.channels + k * g.group_channels + c0;
-        for (int64_t cc = 0; cc < cs; ++cc) {
-          for (int64_t dy = 0; dy < K; ++dy) {
-            upsample_row(x + (c_first + cc) * g.plane(), i + dy - g.radius, g,
-                         up_rows.data() + (cc * K + dy) * L);
-          }
-        }
+      pad_masks(masks_bg, i, 0, g.kernel, g, mask_rows.data());
+      for (int64_t c0 = 0; c0 < Cg; c0 += kChannels) {
+        const int64_t cs = std::min(kChannels, Cg - c0);
+        const int64_t c_first = b * g.channels + k * Cg + c0;
+        upsample_block(x + c_first * g.plane(), cs, i, g, up_rows.data());
         for (int64_t a = 0; a < s; ++a) {
-          const T* mask_a = mask_rows.data() + a * K2 * L + s * g.radius;
-          for (int64_t q = 0; q < g.span; q += 2 * N) {
-            V acc[kChannels][2];
-            for (int64_t cc = 0; cc < kChannels; ++cc) acc[cc][0] = acc[cc][1] = S::zero();
-            for (int64_t dy = 0; dy < K; ++dy) {
-              for (int64_t dx = 0; dx < K; ++dx) {
-                const T* mk = mask_a + (dy * K + dx) * L + q;
-                const V m0 = S::load(mk), m1 = S::load(mk + N);
-                const T* u = up_rows.data() + dy * L + q + s * dx;
-                for (int64_t cc = 0; cc < kChannels; ++cc) {
-                  acc[cc][0] = S::fma(S::load(u + cc * K * L), m0, acc[cc][0]);
-                  acc[cc][1] = S::fma(S::load(u + cc * K * L + N), m1, acc[cc][1]);
-                }
-              }
+          const T* mask_a = mask_rows.data() + a * K2 * L + lead;
+          T* out_a = out + (c_first * g.out_height + s * i + a) * oW;
+          for (int64_t q = 0; q < span; q += 2 * N) {
+            Block<T> acc = Block<T>::zero();
+            const T* up = up_rows.data() + q;
+            const T* mk = mask_a + q;
+            for (int64_t m = 0; m < K2; ++m, mk += L) {
+              acc.fma(up + tap[m], channel_rows, S::load(mk), S::load(mk + N));
             }
-            const int64_t n = std::min(2 * N, g.out_width - q);
-            for (int64_t cc = 0; cc < cs; ++cc) {
-              T* row = out + ((c_first + cc) * g.out_height + s * i + a) * g.out_width + q;
-              store_chunk<T>(row, acc[cc][0], acc[cc][1], n, spill.data());
+            const int64_t n = std::min(2 * N, oW - q);
+            for (int64_t c = 0; c < cs; ++c) {
+              store_chunk<T>(out_a + c * g.out_plane() + q, acc.lo(c), acc.hi(c), n,
+                             spill.data());
             }
           }
         }
@@ -252,59 +302,47 @@ void mask_grad_kernel(const T* grad_out, const T* x, T* grad_masks, const Geomet
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int64_t N = S::N;
-  const int64_t s = g.scale, K = g.kernel, K2 = g.taps, L = g.padded, span = g.span;
-  for_each_band(g, [&](int64_t b, int64_t k, int64_t i_begin, int64_t i_end) {
-    std::vector<T> sums(s * K2 * span), up_rows(kChannels * K * L, T(0));
+  for_each_band(g, [&, g](int64_t b, int64_t k, int64_t i_begin, int64_t i_end) {
+    const int64_t s = g.scale, K2 = g.taps, L = g.padded, span = g.span, oW = g.out_width;
+    const int64_t Cg = g.group_channels, channel_rows = g.kernel * L;
+    std::vector<T> sums(s * K2 * span), up_rows(kChannels * channel_rows, T(0));
     std::vector<T> grad_rows(kChannels * span, T(0));
+    std::vector<int64_t> tap(K2);
+    for (int64_t m = 0; m < K2; ++m) tap[m] = (m / g.kernel) * L + s * (m % g.kernel);
     T* gm_bg = grad_masks + (b * g.groups + k) * K2 * g.out_plane();
     for (int64_t i = i_begin; i < i_end; ++i) {
       std::fill(sums.begin(), sums.end(), T(0));
-      for (int64_t c0 = 0; c0 < g.group_channels; c0 += kChannels) {
-        const int64_t cs = std::min(kChannels, g.group_channels - c0);
-        const int64_t c_first = b * g.channels + k * g.group_channels + c0;
-        for (int64_t cc = 0; cc < cs; ++cc) {
-          for (int64_t dy = 0; dy < K; ++dy) {
-            upsample_row(x + (c_first + cc) * g.plane(), i + dy - g.radius, g,
-                         up_rows.data() + (cc * K + dy) * L);
-          }
-        }
+      for (int64_t c0 = 0; c0 < Cg; c0 += kChannels) {
+        const int64_t cs = std::min(kChannels, Cg - c0);
+        const int64_t c_first = b * g.channels + k * Cg + c0;
+        upsample_block(x + c_first * g.plane(), cs, i, g, up_rows.data());
         if (cs < kChannels) {  // the last block: absent channels add nothing
           std::fill(grad_rows.begin() + cs * span, grad_rows.end(), T(0));
         }
         for (int64_t a = 0; a < s; ++a) {
           // this output row's gradient of the block's channels (zero lanes past the row)
-          for (int64_t cc = 0; cc < cs; ++cc) {
-            std::memcpy(grad_rows.data() + cc * span,
-                        grad_out + ((c_first + cc) * g.out_height + s * i + a) * g.out_width,
-                        sizeof(T) * g.out_width);
+          const T* go_a = grad_out + (c_first * g.out_height + s * i + a) * oW;
+          for (int64_t c = 0; c < cs; ++c) {
+            std::memcpy(grad_rows.data() + c * span, go_a + c * g.out_plane(), sizeof(T) * oW);
           }
           T* sums_a = sums.data() + a * K2 * span;
           for (int64_t q = 0; q < span; q += 2 * N) {
-            V go[kChannels][2];
-            for (int64_t cc = 0; cc < kChannels; ++cc) {
-              go[cc][0] = S::load(grad_rows.data() + cc * span + q);
-              go[cc][1] = S::load(grad_rows.data() + cc * span + q + N);
-            }
-            for (int64_t dy = 0; dy < K; ++dy) {
-              for (int64_t dx = 0; dx < K; ++dx) {
-                T* sum = sums_a + (dy * K + dx) * span + q;
-                V s0 = S::load(sum), s1 = S::load(sum + N);
-                const T* u = up_rows.data() + dy * L + q + s * dx;
-                for (int64_t cc = 0; cc < kChannels; ++cc) {
-                  s0 = S::fma(go[cc][0], S::load(u + cc * K * L), s0);
-                  s1 = S::fma(go[cc][1], S::load(u + cc * K * L + N), s1);
-                }
-                S::store(sum, s0);
-                S::store(sum + N, s1);
-              }
+            const Block<T> go = Block<T>::load(grad_rows.data() + q, span);
+            const T* up = up_rows.data() + q;
+            T* sum = sums_a + q;
+            for (int64_t m = 0; m < K2; ++m, sum += span) {
+              V s0 = S::load(sum), s1 = S::load(sum + N);
+              go.dot(up + tap[m], channel_rows, s0, s1);
+              S::store(sum, s0);
+              S::store(sum + N, s1);
             }
           }
         }
       }
       for (int64_t a = 0; a < s; ++a) {
         for (int64_t m = 0; m < K2; ++m) {
-          std::memcpy(gm_bg + m * g.out_plane() + (s * i + a) * g.out_width,
-                      sums.data() + (a * K2 + m) * span, sizeof(T) * g.out_width);
+          std::memcpy(gm_bg + m * g.out_plane() + (s * i + a) * oW,
+                      sums.data() + (a * K2 + m) * span, sizeof(T) * oW);
         }
       }
     }
@@ -342,16 +380,20 @@ inline void add_lane_sums(typename Simd<T>::V lo, typename Simd<T>::V hi, int64_
 template <typename T>
 void feature_grad_kernel(const T* grad_out, const T* masks, T* grad_x, const Geometry& g) {
   using S = Simd<T>;
-  using V = typename S::V;
   constexpr int64_t N = S::N;
-  const int64_t s = g.scale, K = g.kernel, K2 = g.taps, L = g.padded, r = g.radius;
-  for_each_band(g, [&](int64_t b, int64_t k, int64_t t_begin, int64_t t_end) {
-    std::vector<T> mask_rows(s * K2 * L), grad_rows(kChannels * s * L, T(0)), spill(2 * N);
+  for_each_band(g, [&, g](int64_t b, int64_t k, int64_t t_begin, int64_t t_end) {
+    const int64_t s = g.scale, K = g.kernel, K2 = g.taps, L = g.padded, span = g.span;
+    const int64_t Cg = g.group_channels, r = g.radius, W = g.width, channel_rows = s * L;
+    std::vector<T> mask_rows(s * K2 * L), grad_rows(kChannels * channel_rows, T(0));
+    std::vector<T> spill(2 * N);
+    // for target tap row dy, term j = a * K + dx: where its mask row and output-gradient row
+    // are read for lane t = 0 (output column Q = t + s * (r - dx), padded index Q + s * r)
+    std::vector<int64_t> mask_at(s * K), grad_at(s * K);
     const T* masks_bg = masks + (b * g.groups + k) * K2 * g.out_plane();
-    const int64_t c_group = b * g.channels + k * g.group_channels;
-    for (int64_t c = 0; c < g.group_channels; ++c) {
+    const int64_t c_group = b * g.channels + k * Cg;
+    for (int64_t c = 0; c < Cg; ++c) {
       T* plane = grad_x + (c_group + c) * g.plane();
-      std::fill(plane + t_begin * g.width, plane + t_end * g.width, T(0));
+      std::fill(plane + t_begin * W, plane + t_end * W, T(0));
     }
     // parent rows i whose neighbourhoods reach a target row of the band
     const int64_t i_begin = std::max<int64_t>(0, t_begin - r);
@@ -361,36 +403,32 @@ void feature_grad_kernel(const T* grad_out, const T* masks, T* grad_x, const Geo
       const int64_t dy_begin = std::max<int64_t>(0, t_begin - i + r);
       const int64_t dy_end = std::min<int64_t>(K, t_end - i + r);
       pad_masks(masks_bg, i, dy_begin, dy_end, g, mask_rows.data());
-      for (int64_t c0 = 0; c0 < g.group_channels; c0 += kChannels) {
-        const int64_t cs = std::min(kChannels, g.group_channels - c0);
-        for (int64_t cc = 0; cc < cs; ++cc) {
+      for (int64_t c0 = 0; c0 < Cg; c0 += kChannels) {
+        const int64_t cs = std::min(kChannels, Cg - c0);
+        for (int64_t c = 0; c < cs; ++c) {
           for (int64_t a = 0; a < s; ++a) {
-            pad_row(grad_out + ((c_group + c0 + cc) * g.out_height + s * i + a) * g.out_width,
-                    g, grad_rows.data() + (cc * s + a) * L);
+            pad_row(grad_out + ((c_group + c0 + c) * g.out_height + s * i + a) * g.out_width,
+                    g, grad_rows.data() + c * channel_rows + a * L);
           }
         }
         for (int64_t dy = dy_begin; dy < dy_end; ++dy) {
-          const int64_t target = i + dy - r;
-          // lane t of the target row's upsampled form: column j = t / s; output column
-          // Q = t + s * (r - dx) of tap dx, at padded index t + s * (K - 1 - dx)
-          for (int64_t t = 0; t < g.span; t += 2 * N) {
-            V acc[kChannels][2];
-            for (int64_t cc = 0; cc < kChannels; ++cc) acc[cc][0] = acc[cc][1] = S::zero();
-            for (int64_t a = 0; a < s; ++a) {
-              for (int64_t dx = 0; dx < K; ++dx) {
-                const int64_t at = t + s * (K - 1 - dx);
-                const T* mk = mask_rows.data() + (a * K2 + dy * K + dx) * L + at;
-                const V m0 = S::load(mk), m1 = S::load(mk + N);
-                const T* go = grad_rows.data() + a * L + at;
-                for (int64_t cc = 0; cc < kChannels; ++cc) {
-                  acc[cc][0] = S::fma(S::load(go + cc * s * L), m0, acc[cc][0]);
-                  acc[cc][1] = S::fma(S::load(go + cc * s * L + N), m1, acc[cc][1]);
-                }
-              }
+          for (int64_t a = 0; a < s; ++a) {
+            for (int64_t dx = 0; dx < K; ++dx) {
+              mask_at[a * K + dx] = (a * K2 + dy * K + dx) * L + s * (K - 1 - dx);
+              grad_at[a * K + dx] = a * L + s * (K - 1 - dx);
             }
-            for (int64_t cc = 0; cc < cs; ++cc) {
-              add_lane_sums<T>(acc[cc][0], acc[cc][1], t, g,
-                               grad_x + ((c_group + c0 + cc) * g.height + target) * g.width,
+          }
+          T* target = grad_x + ((c_group + c0) * g.height + i + dy - r) * W;
+          for (int64_t t = 0; t < span; t += 2 * N) {
+            Block<T> acc = Block<T>::zero();
+            const T* mk = mask_rows.data() + t;
+            const T* go = grad_rows.data() + t;
+            for (int64_t term = 0; term < s * K; ++term) {
+              const T* m = mk + mask_at[term];
+              acc.fma(go + grad_at[term], channel_rows, S::load(m), S::load(m + N));
+            }
+            for (int64_t c = 0; c < cs; ++c) {
+              add_lane_sums<T>(acc.lo(c), acc.hi(c), t, g, target + c * g.plane(),
                                spill.data());
             }
           }
