@@ -433,16 +433,13 @@ def reassemble(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, gr
     if needs_standard_operators(features, masks):
         return reassemble_unfold(features, masks, kernel_size, groups, scale)
     if _kernel_applies(features, masks):
-        if torch.compiler.is_compiling():
-            return _reassemble_op(features, masks, kernel_size, groups, scale)
-        return KernelReassemble.apply(features, masks, kernel_size, groups, scale)
+        apply = _reassemble_op if torch.compiler.is_compiling() else KernelReassemble.apply
+        return apply(features, masks, kernel_size, groups, scale)
     if _mmcv_applies(features, kernel_size, groups):
         carafe = mmcv_carafe()
         if carafe is not None:
             return carafe(features.contiguous(), masks.to(features.dtype).contiguous(),
                           kernel_size, groups, scale)
-    if torch.compiler.is_compiling():
-        return _reassemble_op(features, masks, kernel_size, groups, scale)
     return GenericReassemble.apply(features, masks, kernel_size, groups, scale)
 
 
@@ -463,9 +460,6 @@ def similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
     if needs_standard_operators(query, key):
         return similarity_unfold(query, key, kernel_size, scale)
     if _kernel_applies(query, key):
-        if torch.compiler.is_compiling():
-            return _mask_grad_op(query, key, kernel_size, 1, scale)
-        return KernelMaskGrad.apply(query, key, kernel_size, 1, scale)
-    if torch.compiler.is_compiling():
-        return _mask_grad_op(query, key, kernel_size, 1, scale)
+        apply = _mask_grad_op if torch.compiler.is_compiling() else KernelMaskGrad.apply
+        return apply(query, key, kernel_size, 1, scale)
     return GenericMaskGrad.apply(query, key, kernel_size, 1, scale)

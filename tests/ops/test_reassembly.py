@@ -1,12 +1,13 @@
 """The reassembly operations (mmdysample.ops.reassembly): the C++ CPU kernels and the
-device-agnostic path against the naive loops (tests/upsamplers/reference_carafe.py) and the
-unfold formulation, at small odd sizes and at a realistic size in float32 and float64; the
-autograd family (gradients, double backward); the dispatch rules; torch.compile; mmcv's CUDA
-branch through a CPU stand-in."""
+device-agnostic path against the naive loops (tests/upsamplers/reference_carafe.py,
+reference_guided.py) and the unfold formulation, at small odd sizes and at a realistic size
+in float32 and float64; the autograd family (gradients, double backward); the dispatch rules;
+torch.compile; mmcv's CUDA branch through a CPU stand-in."""
 import pytest
 import torch
 from test_fused_layer import compile_recording_graphs
 from upsamplers.reference_carafe import carafe_naive
+from upsamplers.reference_guided import similarity_loops
 
 from mmdysample.functional import carafe
 from mmdysample.ops import reassembly, use_fused
@@ -27,23 +28,6 @@ SHAPES = [
 ]
 #: the kernel family, and the device-agnostic one (forced with use_fused(False))
 PATHS = {'kernel': True, 'device-agnostic': False}
-
-
-def naive_similarity(query, key, kernel_size, scale):
-    """SAPA's logits by loops: <query(P, Q), key(P // s + dy - r, Q // s + dx - r)>, 0
-    outside (float64)."""
-    B, E, H, W = key.shape
-    r = kernel_size // 2
-    logits = torch.zeros(B, kernel_size**2, scale * H, scale * W, dtype=torch.float64)
-    for P in range(scale * H):
-        for Q in range(scale * W):
-            for dy in range(kernel_size):
-                for dx in range(kernel_size):
-                    row, col = P // scale + dy - r, Q // scale + dx - r
-                    if 0 <= row < H and 0 <= col < W:
-                        logits[:, dy * kernel_size + dx, P, Q] = (
-                            query[:, :, P, Q].double() * key[:, :, row, col].double()).sum(1)
-    return logits
 
 
 _naive_results = {}
@@ -102,7 +86,7 @@ def test_similarity_and_its_gradients_match_the_naive_loops(path, shape):
     key = torch.randn(B, E, H, W, dtype=torch.float64, generator=generator)
     out, node, grads = run(PATHS[path], lambda q, kk: similarity(q, kk, k, s), query, key)
     assert node == ('KernelMaskGradBackward' if PATHS[path] else 'GenericMaskGradBackward')
-    expected, _, expected_grads = naive(lambda q, kk: naive_similarity(q, kk, k, s),
+    expected, _, expected_grads = naive(lambda q, kk: similarity_loops(q, kk, k, s),
                                         ('similarity', ) + shape, query, key)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     for got, want in zip(grads, expected_grads):
@@ -263,6 +247,22 @@ def test_torch_compile_keeps_the_kernel_ops_with_eager_results():
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     for got, want in zip(grads, torch.autograd.grad(expected.sum(), inputs)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_torch_compile_with_the_kernels_off_traces_the_device_agnostic_path():
+    """use_fused(False) holds under torch.compile too (the custom ops would run the CPU
+    kernels): the graphs are made of standard operators, with the eager results."""
+    compiled, graphs = compile_recording_graphs(lambda f, m: reassemble(f, m, 3, 1, 2))
+    features = torch.randn(1, 4, 5, 7, requires_grad=True)
+    masks = torch.randn(1, 9, 10, 14).softmax(1).requires_grad_()
+    with use_fused(False):
+        out = compiled(features, masks)
+        grads = torch.autograd.grad(out.sum(), (features, masks))
+        expected = reassemble(features, masks, 3, 1, 2)
+        expected_grads = torch.autograd.grad(expected.sum(), (features, masks))
+    assert not [t for t in graphs['forward'] | graphs['backward'] if 'mmdysample' in t]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(grads, expected_grads, rtol=0, atol=0)
 
 
 def test_custom_ops_pass_torch_library_opcheck():
