@@ -15,7 +15,8 @@ from mmdysample.ops.reassembly import reassemble, similarity
 
 pytestmark = pytest.mark.usefixtures('fused_extension', 'no_fused_env')
 
-#: (B, C, H, W, kernel_size, groups, scale): odd sizes, 1-pixel maps, k = 1, groups, s 2-4
+#: (B, C, H, W, kernel_size, groups, scale): odd sizes, 1-pixel maps, k = 1, groups, s 2-4,
+#: partial channel blocks (C / groups not a multiple of 4)
 SHAPES = [
     (2, 4, 3, 4, 3, 1, 2),
     (2, 6, 3, 5, 5, 2, 3),
@@ -25,6 +26,7 @@ SHAPES = [
     (1, 3, 4, 9, 1, 1, 3),
     (1, 7, 1, 6, 5, 1, 2),
     (1, 12, 6, 1, 3, 4, 2),
+    (1, 5, 2, 19, 3, 1, 2),  # a row of whole 16-lane chunks and a tail
 ]
 #: the kernel family, and the device-agnostic one (forced with use_fused(False))
 PATHS = {'kernel': True, 'device-agnostic': False}
@@ -60,37 +62,48 @@ def assert_relative_close(actual, expected, rel):
 
 # --------------------------------------------------------------- against the loops
 
-@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('path, dtype', [('kernel', torch.float64),
+                                         ('device-agnostic', torch.float64),
+                                         ('kernel', torch.float32)])
 @pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'x'.join(map(str, s)))
-def test_reassembly_and_its_gradients_match_the_naive_loops(path, shape):
+def test_reassembly_and_its_gradients_match_the_naive_loops(path, dtype, shape):
+    """float64 to 1e-12; float32 (the AVX2 single-precision code: 8-lane registers, row
+    tails, the lane sums of the feature gradient) to 1e-5 of the largest magnitude."""
     B, C, H, W, k, g, s = shape
     generator = torch.Generator().manual_seed(sum(shape))
     features = torch.randn(B, C, H, W, dtype=torch.float64, generator=generator)
     masks = torch.randn(B, g * k * k, s * H, s * W, dtype=torch.float64, generator=generator)
-    out, node, grads = run(PATHS[path], lambda f, m: reassemble(f, m, k, g, s), features, masks)
+    out, node, grads = run(PATHS[path], lambda f, m: reassemble(f, m, k, g, s),
+                           features.to(dtype), masks.to(dtype))
     assert node == ('KernelReassembleBackward' if PATHS[path] else 'GenericReassembleBackward')
     expected, _, expected_grads = naive(lambda f, m: carafe_naive(f, m, k, g, s),
                                         ('carafe', ) + shape, features, masks)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    rel = 1e-12 if dtype == torch.float64 else 1e-5
+    assert_relative_close(out, expected, rel)
     for got, want in zip(grads, expected_grads):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        assert got.dtype == dtype
+        assert_relative_close(got, want, rel)
 
 
-@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('path, dtype', [('kernel', torch.float64),
+                                         ('device-agnostic', torch.float64),
+                                         ('kernel', torch.float32)])
 @pytest.mark.parametrize('shape', [(2, 8, 3, 4, 5, 2), (1, 5, 2, 5, 3, 3), (1, 3, 1, 1, 5, 2)],
                          ids=lambda s: 'x'.join(map(str, s)))
-def test_similarity_and_its_gradients_match_the_naive_loops(path, shape):
+def test_similarity_and_its_gradients_match_the_naive_loops(path, dtype, shape):
     B, E, H, W, k, s = shape
     generator = torch.Generator().manual_seed(sum(shape))
     query = torch.randn(B, E, s * H, s * W, dtype=torch.float64, generator=generator)
     key = torch.randn(B, E, H, W, dtype=torch.float64, generator=generator)
-    out, node, grads = run(PATHS[path], lambda q, kk: similarity(q, kk, k, s), query, key)
+    out, node, grads = run(PATHS[path], lambda q, kk: similarity(q, kk, k, s), query.to(dtype),
+                           key.to(dtype))
     assert node == ('KernelMaskGradBackward' if PATHS[path] else 'GenericMaskGradBackward')
     expected, _, expected_grads = naive(lambda q, kk: similarity_loops(q, kk, k, s),
                                         ('similarity', ) + shape, query, key)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    rel = 1e-12 if dtype == torch.float64 else 1e-5
+    assert_relative_close(out, expected, rel)
     for got, want in zip(grads, expected_grads):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        assert_relative_close(got, want, rel)
 
 
 # --------------------------------------------------------------- realistic size
@@ -212,6 +225,25 @@ def test_traced_graphs_hold_the_unfold_formulation():
     torch.testing.assert_close(traced(features, masks), reassemble(features, masks, 3, 1, 2),
                                rtol=1e-6, atol=1e-6)
     assert reassembly.needs_standard_operators(features) is False
+
+
+@pytest.mark.parametrize('strict', [False, True])
+def test_torch_export_holds_the_unfold_formulation(strict):
+    """torch.export (under ONNX's dynamo exporter too) records standard operators."""
+    features, masks = torch.randn(1, 4, 3, 4), torch.randn(1, 9, 6, 8)
+    query, key = torch.randn(1, 2, 6, 8), torch.randn(1, 2, 3, 4)
+
+    class Both(torch.nn.Module):
+        def forward(self, f, m, q, k):
+            return reassemble(f, m, 3, 1, 2), similarity(q, k, 3, 2)
+
+    program = torch.export.export(Both(), (features, masks, query, key), strict=strict)
+    targets = {str(node.target) for node in program.graph.nodes if node.op == 'call_function'}
+    assert {'aten.im2col.default', 'aten.einsum.default', 'aten.matmul.default'} <= targets
+    assert not [t for t in targets if 'mmdysample' in t]
+    for got, want in zip(program.module()(features, masks, query, key),
+                         Both()(features, masks, query, key)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_empty_inputs():
