@@ -2,8 +2,25 @@
 on current PyTorch (>= 2.6, where ``torch.load`` defaults to ``weights_only=True``) and
 NumPy 2.
 
-Importing :mod:`mmdysample` calls :func:`apply` once; calling it again changes nothing.
-Each fix is a small, named function below; the README lists them.
+Each fix is a small, named function below that takes the mmengine module it fixes. None runs
+at import: :mod:`mmdysample.integration_hooks` calls it right after its module is imported
+(at once when ``import mmdysample`` finds the module already imported), and it first checks
+whether its problem is present -- a probe of the problem, not of a version -- and changes
+nothing where it is not. Applying a fix again changes nothing. :func:`apply` imports the
+modules and applies every fix now.
+
+The fixes, the module whose import runs them, and their probe:
+
+* :func:`fix_checkpoint_loading` -- ``mmengine.runner.checkpoint`` -- where
+  :func:`mmengine_checkpoints_fail_to_load`;
+* :func:`fix_history_buffer_pickling` -- ``mmengine.runner.checkpoint`` -- where
+  :func:`history_buffer_pickles_statistics`;
+* :func:`fix_torchvision_model_urls` -- ``mmengine.runner.checkpoint`` -- where
+  :func:`torchvision_importable` is false;
+* :func:`fix_dist_launchers` -- ``mmengine.dist.utils`` -- where :func:`has_accelerator` is
+  false;
+* :func:`fix_ddp_for_cpu_modules` -- ``mmengine.model.wrappers.distributed`` -- where
+  :func:`has_accelerator` is false.
 
 Checkpoint loading under ``weights_only=True``
 -----------------------------------------------
@@ -29,9 +46,11 @@ reads, and from there to code execution: ``getattr(getattr, '__self__')`` is the
 ``REDUCE`` into ``eval`` of an attacker's string. So the builtin is never allow-listed.
 Instead:
 
-* new checkpoints do not contain it: :func:`_history_buffer_getstate` leaves the statistics
-  table out of the pickled state (the methods are registered by the code that defines
-  them, when it is imported, so nothing is lost);
+* new checkpoints do not contain it: :func:`fix_history_buffer_pickling` replaces
+  ``HistoryBuffer.__getstate__`` by :func:`_history_buffer_getstate`, which leaves the
+  statistics table out of the pickled state (the methods are registered by the code that
+  defines them, when it is imported, so nothing is lost), where
+  :func:`history_buffer_pickles_statistics` finds upstream's method putting it in;
 * old checkpoints still load: the name ``builtins.getattr`` is bound, for the duration of
   an mmengine checkpoint load only, to :func:`history_buffer_statistic_lookup`, which
   answers exactly ``getattr(HistoryBuffer, name)`` for the four statistics mmengine
@@ -41,7 +60,13 @@ Instead:
   (``max_length``, ``_log_history``, ``_count_history``): upstream's ``dict.update`` of the
   class-wide statistics table and of the instance ``__dict__`` would let a pickle add or swap
   statistics methods process-wide (``HistoryBuffer.mean`` for another allow-listed
-  callable) or shadow the table with an instance attribute ``_statistics_methods``.
+  callable) or shadow the table with an instance attribute ``_statistics_methods``
+  (replaced where :func:`history_buffer_setstate_changes_statistics` finds upstream's
+  method doing so, since the allow-list below accepts ``HistoryBuffer``).
+
+Both ``HistoryBuffer`` methods are replaced when ``mmengine.runner.checkpoint`` (which
+writes and loads runner checkpoints) is imported, not ``mmengine.logging.history_buffer``:
+``mmengine.registry`` imports that one, so every ``import mmdysample`` would.
 
 The allow-list is scoped: :func:`mmengine_checkpoint_globals` adds it around
 ``CheckpointLoader.load_checkpoint`` and the ``load_from_*`` scheme functions (local
@@ -50,10 +75,16 @@ files, http(s), pavi, ceph/petrel, open-mmlab, mmcls, torchvision; ``load_checkp
 added afterwards, so a plain ``torch.load`` elsewhere sees torch's default allow-list.
 ``weights_only`` is never turned off: the http(s) scheme, which mmengine routes through
 ``torch.hub.load_state_dict_from_url`` (whose default is ``weights_only=False``), is made
-weights-only too. Any other global -- ``os.system``, ``subprocess.*``, ``builtins.eval``,
-custom classes -- is refused with ``pickle.UnpicklingError``. To load a trusted checkpoint
+weights-only too (where :func:`load_url_unpickles_everything`). Any other global --
+``os.system``, ``subprocess.*``, ``builtins.eval``, custom classes -- is refused with
+``pickle.UnpicklingError``. To load a trusted checkpoint
 that needs more, allow-list the extra globals yourself
 (``torch.serialization.safe_globals([...])``).
+
+:func:`fix_checkpoint_loading` does all this where :func:`mmengine_checkpoints_fail_to_load`:
+``torch.load``, called as mmengine calls it, refuses what a ``Runner`` writes (a NumPy
+scalar and a ``HistoryBuffer``). Where it does not (torch < 2.6, or
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), mmengine's loaders stay as they are.
 
 ``torchvision://`` checkpoints without torchvision
 --------------------------------------------------
@@ -62,9 +93,11 @@ config) with ``get_torchvision_models``, which imports torchvision only to list 
 URLs; it raises where torchvision is not installed or cannot be imported (PyPI's torchvision
 fails beside a CPU build of torch). The names the OpenMMLab configs use are the pre-0.13
 ones, which mmengine ships itself (``mmengine/hub/torchvision_0.12.json``).
-:func:`fix_torchvision_model_urls` makes ``get_torchvision_models`` return that table when
-``import torchvision`` fails; where torchvision imports, upstream's function runs unchanged
-(and adds the 0.13+ names such as ``resnet50.imagenet1k_v1``).
+:func:`fix_torchvision_model_urls` makes ``get_torchvision_models`` return that table where
+:func:`torchvision_importable` is false (checked once, when ``mmengine.runner.checkpoint``
+is imported: ``import torchvision`` is attempted then if torchvision is installed); where
+torchvision imports, upstream's function stays (and adds the 0.13+ names such as
+``resnet50.imagenet1k_v1``).
 
 Distributed runs without CUDA
 -----------------------------
@@ -72,37 +105,36 @@ mmengine's ``pytorch``, ``slurm`` and ``mpi`` launchers call ``torch.cuda.set_de
 which raises on a machine without CUDA (``AttributeError: module 'torch._C' has no
 attribute '_cuda_setDevice'`` on CPU builds), and ``Runner.wrap_model`` passes
 ``device_ids=[LOCAL_RANK]`` to ``DistributedDataParallel``, which torch rejects for a CPU
-module. :func:`fix_distributed_without_cuda` skips the device selection, falls back from
-the NCCL backend (GPU only) to gloo with a warning, and drops ``device_ids`` for CPU
-modules, so ``tools/dist_train.sh CONFIG N`` runs N CPU processes. Nothing changes where
-CUDA (or another accelerator mmengine knows) is available.
+module. Where :func:`has_accelerator` is false, :func:`fix_dist_launchers` skips the device
+selection and falls back from the NCCL backend (GPU only) to gloo with a warning, and
+:func:`fix_ddp_for_cpu_modules` drops ``device_ids`` for CPU modules, so
+``tools/dist_train.sh CONFIG N`` runs N CPU processes. Nothing changes where CUDA (or
+another accelerator mmengine knows) is available.
 """
 import contextlib
 import functools
+import importlib
+import importlib.util
+import inspect
+import io
 import pickle
+import sys
 import warnings
+from types import ModuleType
 from typing import Any, Callable, Iterator, List, Tuple, Union
 
-from .versions import CORE_DISTRIBUTIONS, SUPPORTED_VERSIONS, check_versions, warn_if_unsupported
-
-# Before anything below touches torch's or mmengine's internals: an unsupported torch or
-# mmengine stops the import with what is installed and what is needed; an unsupported
-# version of an installed task library (used only by the integrations) gives a warning.
-check_versions(*CORE_DISTRIBUTIONS, missing_ok=False)
-warn_if_unsupported(*(name for name in SUPPORTED_VERSIONS if name not in CORE_DISTRIBUTIONS))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.serialization  # noqa: E402
-from mmengine.dist import utils as mmengine_dist_utils  # noqa: E402
-from mmengine.logging import HistoryBuffer, print_log  # noqa: E402
-from mmengine.model.wrappers import MMDistributedDataParallel  # noqa: E402
-from mmengine.runner import checkpoint as mmengine_checkpoint  # noqa: E402
+import numpy as np
+import torch
+import torch.serialization
+from mmengine.logging import HistoryBuffer, print_log
 
 __all__ = [
     'apply', 'mmengine_checkpoint_globals', 'mmengine_checkpoint_safe_globals',
-    'history_buffer_statistic_lookup', 'fix_checkpoint_loading', 'fix_distributed_without_cuda',
-    'fix_torchvision_model_urls', 'torchvision_model_urls'
+    'history_buffer_statistic_lookup', 'fix_checkpoint_loading', 'fix_history_buffer_pickling',
+    'fix_torchvision_model_urls', 'fix_dist_launchers', 'fix_ddp_for_cpu_modules',
+    'mmengine_checkpoints_fail_to_load', 'history_buffer_pickles_statistics',
+    'history_buffer_setstate_changes_statistics', 'load_url_unpickles_everything',
+    'torchvision_importable', 'has_accelerator', 'torchvision_model_urls'
 ]
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
@@ -191,7 +223,8 @@ def mmengine_checkpoint_globals() -> Iterator[None]:
     try:
         yield
     finally:
-        remaining = [entry for entry in torch.serialization.get_safe_globals() if entry not in added]
+        remaining = [entry for entry in torch.serialization.get_safe_globals()
+                     if entry not in added]
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(remaining)
 
@@ -268,27 +301,113 @@ def _history_buffer_setstate(self: HistoryBuffer, state: dict) -> None:
                           if key in HISTORY_BUFFER_STATE_KEYS})
 
 
-def fix_checkpoint_loading() -> None:
-    """Make mmengine's checkpoint loaders work under ``weights_only=True`` (see module doc)."""
-    loader_cls = mmengine_checkpoint.CheckpointLoader
+def _replace_history_buffer_method(name: str, replacement: Callable) -> None:
+    upstream_name = _UPSTREAM_PREFIX + name
+    if upstream_name not in HistoryBuffer.__dict__:  # first application
+        setattr(HistoryBuffer, upstream_name, HistoryBuffer.__dict__[name])
+    setattr(HistoryBuffer, name, replacement)
+
+
+# ------------------------------------------------------------------------------ probes
+def mmengine_checkpoints_fail_to_load() -> bool:
+    """Whether ``torch.load``, called with its defaults as mmengine's loaders call it,
+    refuses what a ``Runner`` checkpoint holds besides tensors (a NumPy scalar, a NumPy array
+    and a ``HistoryBuffer``). True under torch >= 2.6's ``weights_only=True`` default."""
+    buffer = io.BytesIO()
+    torch.save(dict(meta=dict(eta=np.float64(1.0)),
+                    message_hub=dict(log_scalars=dict(loss=HistoryBuffer([1.0], [1])))), buffer)
+    buffer.seek(0)
+    with warnings.catch_warnings():  # e.g. TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD's notice
+        warnings.simplefilter('ignore')
+        try:
+            torch.load(buffer, map_location='cpu')
+        except Exception:  # pickle.UnpicklingError: refused by the weights-only unpickler
+            return True
+    return False
+
+
+def history_buffer_pickles_statistics() -> bool:
+    """Whether ``HistoryBuffer.__getstate__`` puts the class-wide statistics table (whose
+    functions pickle as ``builtins.getattr``) into a buffer's state (mmengine 0.10.7)."""
+    return 'statistics_methods' in HistoryBuffer([1.0], [1]).__getstate__()
+
+
+def history_buffer_setstate_changes_statistics() -> bool:
+    """Whether ``HistoryBuffer.__setstate__`` lets a pickled state add statistics methods
+    to the class-wide table (mmengine 0.10.7). Probed on a throw-away subclass with a table
+    of its own, so ``HistoryBuffer``'s table is not touched."""
+    probe_class = type('HistoryBufferProbe', (HistoryBuffer, ), dict(_statistics_methods={}))
+    probe = probe_class.__new__(probe_class)
+    state = dict(HistoryBuffer([1.0], [1]).__dict__)
+    state.pop('statistics_methods', None)
+    probe.__setstate__(dict(state, statistics_methods=dict(probe_statistic=len)))
+    return 'probe_statistic' in probe_class._statistics_methods
+
+
+def load_url_unpickles_everything(load_url: Callable) -> bool:
+    """Whether mmengine's ``load_url`` (``torch.hub.load_state_dict_from_url``) loads
+    downloads with ``weights_only=False`` unless told otherwise (torch 2.13 does)."""
+    try:
+        parameter = inspect.signature(load_url).parameters.get('weights_only')
+    except (TypeError, ValueError):  # no signature to read: leave it as it is
+        return False
+    return parameter is not None and parameter.default is False
+
+
+def torchvision_importable() -> bool:
+    """Whether ``import torchvision`` works; it is attempted only if torchvision is installed
+    and not imported yet (PyPI's torchvision raises beside a CPU build of torch)."""
+    if 'torchvision' in sys.modules:
+        return True
+    if importlib.util.find_spec('torchvision') is None:
+        return False
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # ImportError, or RuntimeError from operators missing in this torch
+        return False
+    return True
+
+
+def has_accelerator() -> bool:
+    """Whether mmengine would put processes on a device of their own (CUDA, NPU, MLU,
+    MUSA): then its launchers and DDP wrapper work as they are."""
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
+    return is_cuda_available() or is_npu_available() or is_mlu_available() \
+        or is_musa_available()
+
+
+# ------------------------------------------------------------------------------- fixes
+def fix_checkpoint_loading(checkpoint_module: ModuleType) -> None:
+    """Make mmengine's checkpoint loaders (``checkpoint_module``: mmengine.runner.checkpoint)
+    work under ``weights_only=True``, where :func:`mmengine_checkpoints_fail_to_load` (see
+    module doc)."""
+    if not mmengine_checkpoints_fail_to_load():
+        return
+    loader_cls = checkpoint_module.CheckpointLoader
     # Every registered scheme (and the module-level names, which schemes call each other by).
     for prefix, loader in list(loader_cls._schemes.items()):
         loader_cls._schemes[prefix] = _with_checkpoint_globals(loader)
-    for name in dir(mmengine_checkpoint):
+    for name in dir(checkpoint_module):
         if name.startswith('load_from_'):
-            setattr(mmengine_checkpoint, name,
-                    _with_checkpoint_globals(getattr(mmengine_checkpoint, name)))
+            setattr(checkpoint_module, name,
+                    _with_checkpoint_globals(getattr(checkpoint_module, name)))
     # The classmethod covers schemes registered later by other packages.
     load_checkpoint = loader_cls.__dict__['load_checkpoint'].__func__
     if not _is_patched(load_checkpoint):
         loader_cls.load_checkpoint = classmethod(_with_checkpoint_globals(load_checkpoint))
-    mmengine_checkpoint.load_url = _weights_only_load_url(mmengine_checkpoint.load_url)
-    for name, replacement in (('__getstate__', _history_buffer_getstate),
-                              ('__setstate__', _history_buffer_setstate)):
-        upstream_name = _UPSTREAM_PREFIX + name
-        if upstream_name not in HistoryBuffer.__dict__:  # first application
-            setattr(HistoryBuffer, upstream_name, HistoryBuffer.__dict__[name])
-        setattr(HistoryBuffer, name, replacement)
+    if load_url_unpickles_everything(checkpoint_module.load_url):
+        checkpoint_module.load_url = _weights_only_load_url(checkpoint_module.load_url)
+    if history_buffer_setstate_changes_statistics():
+        _replace_history_buffer_method('__setstate__', _history_buffer_setstate)
+
+
+def fix_history_buffer_pickling(checkpoint_module: ModuleType) -> None:
+    """Leave the statistics table out of pickled ``HistoryBuffer`` states, where
+    :func:`history_buffer_pickles_statistics` (see module doc). ``checkpoint_module``, the
+    module that writes runner checkpoints, is the trigger only."""
+    if history_buffer_pickles_statistics():
+        _replace_history_buffer_method('__getstate__', _history_buffer_getstate)
 
 
 def torchvision_model_urls() -> dict:
@@ -300,48 +419,31 @@ def torchvision_model_urls() -> dict:
     return mmengine.load(osp.join(mmengine.__path__[0], 'hub', 'torchvision_0.12.json'))
 
 
-def _torchvision_importable() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # not installed (ImportError), or broken beside this torch (RuntimeError)
-        return False
-    return True
-
-
 def _model_urls_without_torchvision(get_models: Callable) -> Callable:
-    """Wrap mmengine's ``get_torchvision_models``: the shipped table when torchvision cannot
-    be imported, upstream's function otherwise."""
+    """Wrap mmengine's ``get_torchvision_models`` to return the shipped table."""
     if _is_patched(get_models):
         return get_models
 
     @functools.wraps(get_models)
     def get_torchvision_models():
-        if _torchvision_importable():
-            return get_models()
         return torchvision_model_urls()
 
     setattr(get_torchvision_models, _ORIGINAL_ATTR, get_models)
     return get_torchvision_models
 
 
-def fix_torchvision_model_urls() -> None:
-    """Resolve ``torchvision://`` checkpoint names without torchvision (see module doc)."""
-    mmengine_checkpoint.get_torchvision_models = _model_urls_without_torchvision(
-        mmengine_checkpoint.get_torchvision_models)
-
-
-def _has_accelerator() -> bool:
-    """Whether mmengine would put processes on a device of their own (CUDA, NPU, MLU,
-    MUSA): then its launchers work as they are."""
-    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
-                                 is_npu_available)
-    return is_cuda_available() or is_npu_available() or is_mlu_available() \
-        or is_musa_available()
+def fix_torchvision_model_urls(checkpoint_module: ModuleType) -> None:
+    """Resolve ``torchvision://`` checkpoint names (``checkpoint_module``:
+    mmengine.runner.checkpoint) without torchvision, where :func:`torchvision_importable`
+    is false (see module doc)."""
+    if not torchvision_importable():
+        checkpoint_module.get_torchvision_models = _model_urls_without_torchvision(
+            checkpoint_module.get_torchvision_models)
 
 
 @contextlib.contextmanager
 def _cuda_set_device_skipped() -> Iterator[None]:
-    # Only entered when CUDA is unavailable, where torch.cuda.set_device can only raise.
+    # Only entered without an accelerator, where torch.cuda.set_device can only raise.
     set_device = torch.cuda.set_device
     torch.cuda.set_device = lambda device: None
     try:
@@ -358,8 +460,6 @@ def _launcher_without_cuda(init_dist_launcher: Callable) -> Callable:
 
     @functools.wraps(init_dist_launcher)
     def init_dist_launcher_without_cuda(backend, *args, **kwargs):
-        if _has_accelerator():
-            return init_dist_launcher(backend, *args, **kwargs)
         if backend == 'nccl':
             print_log('No CUDA device: using the gloo backend instead of nccl for '
                       'distributed CPU processes', logger='current', level=30)
@@ -389,23 +489,32 @@ def _ddp_init_for_cpu_modules(ddp_init: Callable) -> Callable:
     return ddp_init_for_cpu_modules
 
 
-def fix_distributed_without_cuda() -> None:
-    """Let mmengine's launchers and DDP wrapper run CPU processes (see module doc)."""
+def fix_dist_launchers(dist_utils_module: ModuleType) -> None:
+    """Let mmengine's launchers (``dist_utils_module``: mmengine.dist.utils) start CPU
+    processes, where :func:`has_accelerator` is false (see module doc)."""
+    if has_accelerator():
+        return
     for name in ('_init_dist_pytorch', '_init_dist_slurm', '_init_dist_mpi'):
-        setattr(mmengine_dist_utils, name,
-                _launcher_without_cuda(getattr(mmengine_dist_utils, name)))
-    MMDistributedDataParallel.__init__ = _ddp_init_for_cpu_modules(
-        MMDistributedDataParallel.__init__)
+        setattr(dist_utils_module, name,
+                _launcher_without_cuda(getattr(dist_utils_module, name)))
+
+
+def fix_ddp_for_cpu_modules(wrappers_module: ModuleType) -> None:
+    """Let ``MMDistributedDataParallel`` (``wrappers_module``:
+    mmengine.model.wrappers.distributed) wrap CPU modules, where :func:`has_accelerator` is
+    false (see module doc)."""
+    if has_accelerator():
+        return
+    ddp_class = wrappers_module.MMDistributedDataParallel
+    ddp_class.__init__ = _ddp_init_for_cpu_modules(ddp_class.__init__)
 
 
 def apply() -> None:
-    """Apply every fix of this module. Idempotent."""
-    if hasattr(torch.serialization, 'get_safe_globals'):
-        # torch < 2.5 has no allow-list API (and torch < 2.6 does not default to
-        # weights_only=True): mmengine works there unchanged.
-        fix_checkpoint_loading()
-    fix_torchvision_model_urls()
-    fix_distributed_without_cuda()
-
-
-apply()
+    """Import the modules the fixes of this module are for and apply each fix whose problem
+    is present (:mod:`mmdysample.integration_hooks` does this lazily, right after each
+    module's import). Idempotent."""
+    from .integration_hooks import INTEGRATIONS, run_integration
+    for upstream, integrations in INTEGRATIONS.items():
+        for integration in integrations:
+            if integration.startswith(__name__ + ':'):
+                run_integration(integration, importlib.import_module(upstream))

@@ -19,6 +19,7 @@ from .ops.reassembly import reassemble
 
 __all__ = [
     'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature', 'check_size',
+    'check_groups',
     'position_dtype', 'init_sampling_positions', 'sampling_grid', 'resized_sampling_grid',
     'dysample', 'dysample_to_size', 'grid_sample_dysample', 'carafe'
 ]
@@ -78,6 +79,16 @@ def check_size(size, name: str = 'size') -> tuple:
     return int(size[0]), int(size[1])
 
 
+def check_groups(channels: int, groups: int, name: str, note: str = '') -> None:
+    """Raise a ``ValueError`` unless ``groups`` divides ``channels`` (the channel count called
+    ``name``), naming the valid choices: the divisors of ``channels``. ``note`` follows the
+    group count in the message (e.g. where it came from)."""
+    if channels % groups:
+        divisors = ', '.join(str(d) for d in range(1, channels + 1) if channels % d == 0)
+        raise ValueError(f'{name} ({channels}) must be divisible by groups ({groups}{note}); '
+                         f'pass groups= one of the divisors of {channels}: {divisors}')
+
+
 def position_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """The dtype sampling positions are computed and used in: ``float64`` if any of
     ``tensors`` is float64, else ``float32`` (also for float16/bfloat16 features, whose 8 or 11
@@ -126,8 +137,7 @@ def _check_sampling_inputs(x, offset, s: int, groups) -> tuple:
     check_feature(offset, 'offset')
     groups = check_positive_int(groups, 'groups')
     B, C, H, W = x.shape
-    if C % groups:
-        raise ValueError(f'channels of x ({C}) must be divisible by groups ({groups})')
+    check_groups(C, groups, 'channels of x')
     expected = (B, 2 * groups * s * s, H, W)
     if tuple(offset.shape) != expected:
         raise ValueError(f'offset must have shape (B, 2 * groups * s * s, H, W) = {expected} '
@@ -169,9 +179,7 @@ def dysample(x: torch.Tensor, offset: torch.Tensor, scale_factor: int = 2,
     # low-precision feature is sampled in that dtype and the result rounded back once. The
     # fused CPU kernel (mmdysample.ops) takes CPU inputs unless MMDYSAMPLE_FUSED=0 or
     # mmdysample.ops.use_fused(False); the grid_sample reference path everything else.
-    dtype = position_dtype(x, offset)
-    out = sample_fused_or_reference(x.to(dtype), offset.to(dtype), s, groups)
-    return out.to(x.dtype)
+    return sample_fused_or_reference(x, offset.to(position_dtype(x, offset)), s, groups)
 
 
 def _sub_pixel_index(out_size: int, in_size: int, scale_factor: int) -> torch.Tensor:
@@ -211,7 +219,10 @@ def resized_sampling_grid(offset: torch.Tensor, size, scale_factor: int, groups:
     s = scale_factor
     B, _, H, W = offset.shape
     out_h, out_w = size
-    shuffled = F.pixel_shuffle(offset, s)  # (B, 2 * g, sH, sW): [x|y][group]
+    # (B, 2 * g, sH, sW): [x|y][group], pixel_shuffle's layout by view and permute (its CPU
+    # backward returns the wrong shape for an empty batch, pytorch/pytorch#192816)
+    shuffled = offset.view(B, 2 * groups, s, s, H, W).permute(0, 1, 4, 2, 5, 3).reshape(
+        B, 2 * groups, s * H, s * W)
     rows = _sub_pixel_index(out_h, H, s).to(offset.device)
     cols = _sub_pixel_index(out_w, W, s).to(offset.device)
     picked = shuffled.index_select(2, rows).index_select(3, cols).view(B, 2, groups, out_h,
@@ -260,7 +271,7 @@ def dysample_to_size(x: torch.Tensor, offset: torch.Tensor, size, scale_factor: 
     offset = offset.to(dtype)
     if size == (s * H, s * W):  # the exact x``s`` path (fused kernel where available)
         init_pos = init_sampling_positions(s, groups, init, dtype=dtype, device=offset.device)
-        return sample_fused_or_reference(x.to(dtype), offset + init_pos, s, groups).to(x.dtype)
+        return sample_fused_or_reference(x, offset + init_pos, s, groups)
     grid = resized_sampling_grid(offset, size, s, groups, init)
     out = F.grid_sample(
         x.to(dtype).reshape(B * groups, C // groups, H, W),

@@ -14,13 +14,17 @@ One table, :data:`SUPPORTED_VERSIONS`, matches the ``dependencies`` bounds of
 
 This module imports nothing but the standard library: it reads the installed
 distributions' metadata, so checking does not import torch or an OpenMMLab package.
+``import mmdysample`` runs :func:`check_installed` first.
 """
 import importlib.metadata
 import re
 import warnings
 from typing import Dict, Optional, Tuple
 
-__all__ = ['SUPPORTED_VERSIONS', 'UnsupportedVersionError', 'check_version', 'check_versions']
+__all__ = [
+    'SUPPORTED_VERSIONS', 'UnsupportedVersionError', 'check_version', 'check_versions',
+    'check_installed'
+]
 
 # distribution name -> (lowest supported, first unsupported or None)
 SUPPORTED_VERSIONS: Dict[str, Tuple[str, Optional[str]]] = {
@@ -33,6 +37,7 @@ SUPPORTED_VERSIONS: Dict[str, Tuple[str, Optional[str]]] = {
 }
 # Needed by every part of mmdysample; the others only by the integrations that use them.
 CORE_DISTRIBUTIONS = ('torch', 'mmengine')
+TASK_DISTRIBUTIONS = tuple(name for name in SUPPORTED_VERSIONS if name not in CORE_DISTRIBUTIONS)
 
 
 class UnsupportedVersionError(ImportError):
@@ -120,3 +125,13 @@ def warn_if_unsupported(*distributions: str) -> None:
             check_version(distribution)
         except UnsupportedVersionError as error:
             warnings.warn(str(error), stacklevel=2)
+
+
+def check_installed() -> None:
+    """The check ``import mmdysample`` runs before it imports torch: an unsupported or missing
+    torch or mmengine stops the import (:class:`UnsupportedVersionError`, naming what is
+    installed and what is needed); an installed task library (mmcv, mmdet, mmsegmentation,
+    mmpretrain; used only by the integrations) out of range gives a warning; one that is not
+    installed, nothing."""
+    check_versions(*CORE_DISTRIBUTIONS, missing_ok=False)
+    warn_if_unsupported(*TASK_DISTRIBUTIONS)

@@ -1,13 +1,19 @@
 """mmdysample.compat: mmengine checkpoints load and resume under torch's weights-only
-unpickler, malicious pickles stay refused, and distributed runs work without CUDA."""
+unpickler, malicious pickles stay refused, and distributed runs work without CUDA; each fix
+is applied when its module is imported and only where its problem exists."""
 import http.server
 import importlib
+import inspect
+import json
 import os
 import pickle
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +27,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 from torch.utils.data import Dataset
 
-import mmdysample  # noqa: F401  (applies the fixes)
+import mmdysample  # noqa: F401  (applies the fixes at once: mmengine.runner is imported above)
 from mmdysample import compat
 
 TRAIN_ITERS = 3
@@ -393,3 +399,160 @@ def test_pytorch_launcher_and_ddp_wrapper_work_without_cuda(monkeypatch):
         torch.testing.assert_close(wrapped(inputs), module(inputs))
     finally:
         torch_dist.destroy_process_group()
+
+
+# --------------------------------------------------------------- torchvision:// names
+@pytest.mark.skipif(compat.torchvision_importable(), reason='torchvision imports here')
+def test_torchvision_names_resolve_without_torchvision(monkeypatch):
+    from mmengine.runner import checkpoint as checkpoint_module
+    upstream = checkpoint_module.get_torchvision_models.__mmdysample_original__
+    with pytest.raises(ImportError, match='torchvision'):
+        upstream()
+    requested = []
+    monkeypatch.setattr(checkpoint_module, 'load_from_http',
+                        lambda url, map_location=None: requested.append(url) or {})
+    CheckpointLoader.load_checkpoint('torchvision://resnet50')  # R50 detectors' init_cfg
+    assert requested == ['https://download.pytorch.org/models/resnet50-0676ba61.pth']
+
+
+# -------------------------------------------------------- each fix only where it is needed
+def test_probes_see_the_problems_of_upstream(monkeypatch):
+    """The probes on mmengine 0.10.7's own HistoryBuffer methods and torch 2.13's defaults;
+    the probes leave the class-wide statistics table as it was."""
+    upstream = {name: getattr(HistoryBuffer, compat._UPSTREAM_PREFIX + name)
+                for name in ('__getstate__', '__setstate__')}
+    statistics = dict(HistoryBuffer._statistics_methods)
+    for name, method in upstream.items():
+        monkeypatch.setattr(HistoryBuffer, name, method)
+    assert compat.history_buffer_pickles_statistics()
+    assert compat.history_buffer_setstate_changes_statistics()
+    assert HistoryBuffer._statistics_methods == statistics
+    monkeypatch.undo()
+    assert not compat.history_buffer_pickles_statistics()
+    assert not compat.history_buffer_setstate_changes_statistics()
+
+    assert compat.mmengine_checkpoints_fail_to_load()
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    assert not compat.mmengine_checkpoints_fail_to_load()
+
+    assert compat.load_url_unpickles_everything(torch.hub.load_state_dict_from_url)
+    assert not compat.load_url_unpickles_everything(
+        lambda url, model_dir=None, weights_only=True: None)
+    assert not compat.load_url_unpickles_everything(lambda url, model_dir=None: None)
+
+
+def test_torchvision_probe(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, 'torchvision', raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    package = tmp_path / 'torchvision'
+    package.mkdir()
+    # installed but broken beside this torch, as PyPI's torchvision beside a CPU torch build
+    (package / '__init__.py').write_text('raise RuntimeError("operator torchvision::nms '
+                                         'does not exist")\n')
+    importlib.invalidate_caches()
+    assert not compat.torchvision_importable()
+    (package / '__init__.py').write_text('__version__ = "0.99.0"\n')
+    assert compat.torchvision_importable()
+    assert compat.torchvision_importable()  # imported now: answered from sys.modules
+    monkeypatch.delitem(sys.modules, 'torchvision')
+    (package / '__init__.py').unlink()
+    package.rmdir()
+    importlib.invalidate_caches()
+    assert not compat.torchvision_importable()  # not installed
+
+
+def _fix_status():
+    """Which fixes are applied in this interpreter (imports mmengine's runner)."""
+    import mmengine.runner  # noqa: F401
+    from mmengine.dist import utils as dist_utils
+    from mmengine.logging import HistoryBuffer
+    from mmengine.model.wrappers import distributed
+    from mmengine.runner import checkpoint
+
+    def wrapped(function):
+        return hasattr(function, '__mmdysample_original__')
+
+    return dict(
+        checkpoint_loaders=[wrapped(checkpoint.CheckpointLoader.load_checkpoint.__func__),
+                            wrapped(checkpoint.load_from_local)],
+        http_weights_only=wrapped(checkpoint.load_url),
+        history_buffer=[HistoryBuffer.__getstate__.__module__ == 'mmdysample.compat',
+                        HistoryBuffer.__setstate__.__module__ == 'mmdysample.compat'],
+        torchvision_urls=wrapped(checkpoint.get_torchvision_models),
+        dist_launchers=wrapped(dist_utils._init_dist_pytorch),
+        ddp_cpu_modules=wrapped(distributed.MMDistributedDataParallel.__init__))
+
+
+EVERY_FIX = dict(checkpoint_loaders=[True, True], http_weights_only=True,
+                 history_buffer=[True, True], torchvision_urls=True, dist_launchers=True,
+                 ddp_cpu_modules=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or compat.torchvision_importable(),
+                    reason='this machine lacks torchvision and CUDA; elsewhere see below')
+def test_every_fix_is_applied_where_every_problem_exists():
+    """This process: torch 2.13 loads weights-only, mmengine 0.10.7's HistoryBuffer, no
+    torchvision, no accelerator (mmengine imported before mmdysample, at the top)."""
+    assert _fix_status() == EVERY_FIX
+
+
+# A fresh interpreter that simulates upstream fixes (argv[2], comma-separated), imports
+# mmdysample and mmengine's runner in the order argv[1] ('hook': mmdysample first, the fixes
+# run when mmengine's modules are imported; 'eager': mmengine first, the fixes run at
+# `import mmdysample`) and prints _fix_status().
+_SIMULATED_UPSTREAM = '''
+import json, sys
+order, simulated = sys.argv[1], set(sys.argv[2].split(','))
+if 'history_buffer' in simulated:  # an mmengine whose HistoryBuffer pickles only its state
+    from mmengine.logging import HistoryBuffer
+    KEYS = ('max_length', '_log_history', '_count_history')
+    def getstate(self):
+        return {key: self.__dict__[key] for key in KEYS}
+    def setstate(self, state):
+        self._set_default_statistics()
+        self.__dict__.update({key: state[key] for key in KEYS})
+    HistoryBuffer.__getstate__, HistoryBuffer.__setstate__ = getstate, setstate
+if 'accelerator' in simulated:
+    import torch
+    torch.cuda.is_available = lambda: True
+if order == 'eager':
+    import mmengine.runner
+import mmdysample
+'''
+
+
+@pytest.mark.slow
+def test_each_fix_is_skipped_where_upstream_is_fixed(tmp_path):
+    """Two fresh interpreters, side by side: an mmengine whose HistoryBuffer pickles cleanly
+    and an importable torchvision (the other problems remain: those fixes still apply), and
+    upstream fixed everywhere (also ``torch.load`` not weights-only by default, an
+    accelerator): nothing is replaced."""
+    fake_torchvision = tmp_path / 'site' / 'torchvision'
+    fake_torchvision.mkdir(parents=True)
+    (fake_torchvision / '__init__.py').write_text('__version__ = "0.99.0"\n')
+    script = (textwrap.dedent(_SIMULATED_UPSTREAM) + textwrap.dedent(
+        inspect.getsource(_fix_status)) + 'print(json.dumps(_fix_status()))\n')
+    repo = str(Path(__file__).resolve().parents[1])
+
+    def start(order, simulated, weights_only_default=True):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, str(tmp_path / 'site')]))
+        env.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+        if not weights_only_default:
+            env['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+        return subprocess.Popen([sys.executable, '-c', script, order, ','.join(simulated)],
+                                env=env, cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    runs = dict(clean_history_buffer=start('hook', ['history_buffer']),
+                fixed=start('eager', ['history_buffer', 'accelerator'],
+                            weights_only_default=False))
+    status = {}
+    for name, proc in runs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        status[name] = json.loads(out.strip().splitlines()[-1])
+    assert status['clean_history_buffer'] == dict(EVERY_FIX, history_buffer=[False, False],
+                                                  torchvision_urls=False)
+    assert status['fixed'] == dict(checkpoint_loaders=[False, False], http_weights_only=False,
+                                   history_buffer=[False, False], torchvision_urls=False,
+                                   dist_launchers=False, ddp_cpu_modules=False)

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import warnings
 
 import pytest
 
@@ -12,14 +13,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_pyproject_declares_the_supported_versions():
+    # every bound in the dependencies and in every extra is the one SUPPORTED_VERSIONS gives
+    from packaging.requirements import Requirement
     with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
-        dependencies = tomllib.load(f)['project']['dependencies']
+        project = tomllib.load(f)['project']
+    requirements = list(project['dependencies'])
+    for extra in project['optional-dependencies'].values():
+        requirements += extra
     declared = {}
-    for requirement in dependencies:
-        name = requirement.split('>')[0].split('<')[0].split('=')[0].strip()
-        declared[name] = requirement
+    for requirement in map(Requirement, requirements):
+        declared.setdefault(requirement.name, set()).add(str(requirement.specifier))
     for name in versions.SUPPORTED_VERSIONS:
-        assert declared[name] == versions._requirement(name)
+        expected = Requirement(versions._requirement(name)).specifier
+        assert declared.get(name) == {str(expected)}, name
 
 
 @pytest.mark.parametrize('name, installed, supported', [
@@ -67,3 +73,31 @@ def test_import_stops_on_an_old_torch_naming_both_versions():
     assert result.returncode != 0
     assert ('UnsupportedVersionError: mmdysample needs torch>=2.7, but torch 2.1.2 is '
             'installed') in result.stderr
+
+
+@pytest.mark.parametrize('mmdet_version, warned', [('3.4.0', True), ('3.3.0', False),
+                                                   (None, False)])
+def test_check_installed_warns_only_for_an_unsupported_installed_task_library(
+        monkeypatch, mmdet_version, warned):
+    """What ``import mmdysample`` runs first: mmdet 3.4 installed gives a warning naming it,
+    a supported or absent (``None``) mmdet nothing; the other task libraries are absent."""
+    real = versions.installed_version
+    monkeypatch.setattr(versions, 'installed_version', lambda name: (
+        mmdet_version if name == 'mmdet' else
+        None if name in versions.TASK_DISTRIBUTIONS else real(name)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        versions.check_installed()
+    assert [str(w.message) for w in caught] == [
+        'mmdysample needs mmdet>=3.3.0,<3.4, but mmdet 3.4.0 is installed: install a supported '
+        'version (pip install "mmdet>=3.3.0,<3.4"; supported versions: docs/training.md)'
+    ] * warned
+
+
+def test_check_installed_stops_without_torch_or_mmengine(monkeypatch):
+    real = versions.installed_version
+    monkeypatch.setattr(versions, 'installed_version',
+                        lambda name: None if name == 'mmengine' else real(name))
+    with pytest.raises(versions.UnsupportedVersionError,
+                       match=r'needs mmengine>=0.10.7,<0.11, but mmengine is not installed'):
+        versions.check_installed()

@@ -42,6 +42,15 @@ nearest / bilinear twins (same weights wherever
 the two have the same parameters), interleaved rounds, median ratio to the twin; DySample
 with the fused kernel and with the reference path.
 
+``models --fig8``: the paper's Fig. 8 (Sec. 3.4) on SegFormer-B1: one row per upsampler
+(bilinear, the model's own, then every registered one in the decode head's six x2 steps):
+parameters and GFLOPs of the whole model (at ``--flops-size``, 512x512 as in the paper), a
+training step's time and peak memory and the model's inference time (``mode='tensor'``,
+batch 1) at ``--size``, and the layer's own forward latency on the paper's random
+1x256x64x64 feature (guided layers: a 1x256x128x128 guide); interleaved rounds, median and
+ratio to bilinear. Outputs ``fig8.md``, ``fig8.json`` and ``fig8.png`` (one panel per
+measure, as the figure).
+
 Examples::
 
     python tools/benchmark.py                               # = layers: 1x256x64x64, x2
@@ -51,6 +60,7 @@ Examples::
         --sizes 1x256x64x64 2x256x128x128 --threads 2 --kernels-off
     python tools/benchmark.py layers --device cuda --sizes 4x256x64x64 --dtype float16
     python tools/benchmark.py models --repeats 12
+    python tools/benchmark.py models --fig8 --size 256 --batch 2 --repeats 3 --warmup 1
 """
 import argparse
 import contextlib
@@ -782,6 +792,183 @@ def models_markdown(report: Dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# models --fig8: the paper's Fig. 8 on SegFormer-B1
+# ---------------------------------------------------------------------------------------
+FIG8_CONFIG = 'segformer/segformer_mit-b1_bilinear_8xb2-160k_ade20k-512x512.py'
+# (report key, panel title, scale of the value to the panel's unit)
+FIG8_PANELS = (('layer_forward_ms', 'latency (ms)\n1x256x64x64 layer forward', 1.0),
+               ('train_peak_memory_bytes', 'training memory (MB)\none step', 2.0**-20),
+               ('train_step_ms', 'training time (s)\none step', 1e-3),
+               ('flops', 'GFLOPs\nwhole model', 1e-9),
+               ('params', 'parameters (M)\nwhole model', 1e-6))
+
+
+def fig8_upsamplers(names: Optional[List[str]] = None) -> List[Tuple[str, Optional[dict]]]:
+    """``(label, upsample_cfg)`` of SegFormer-B1's decode head: ``('Bilinear', None)`` (the
+    upstream head, its default) then every registered upsampler (``names``: a subset)."""
+    entries = [(label, None if label == 'Bilinear' else cfg)
+               for label, cfg in default_upsamplers() if label != 'Nearest']
+    return [e for e in entries if not names or e[0] in names]
+
+
+class _SegformerCase:
+    """SegFormer-B1 with one upsampler: a training step (model, optimizer, random batch at
+    ``size``), an inference call (``mode='tensor'``, batch 1, no gradients) and the layer's
+    forward on the paper's feature; each keeps its timings."""
+
+    def __init__(self, analyze_model, label: str, upsample_cfg: Optional[dict], size: int,
+                 batch: int):
+        config = os.path.join(tool_helpers.REPO_ROOT, 'configs', FIG8_CONFIG)
+        self.label = label
+        self.cfg_options = {'model.data_preprocessor.size': (size, size)}
+        if upsample_cfg is not None:
+            self.cfg_options['model.decode_head.upsample_cfg'] = upsample_cfg
+        torch.manual_seed(0)
+        self.train = analyze_model.TrainStep(config, (size, size), batch, 'cpu',
+                                             self.cfg_options)
+        self.image = analyze_model.model_input(self.train.model, size, size)
+        layer_cfg = upsample_cfg or dict(type='Interpolate', mode='bilinear',
+                                         align_corners=False)
+        self.layer = Case(label, parse_size(PAPER_SIZE), 2, torch.float32, torch.device('cpu'),
+                          cfg=layer_cfg)
+        self.samples: Dict[str, List[float]] = dict(train=[], inference=[], layer=[])
+        self.layer_iters = 1
+
+    def inference(self):
+        model = self.train.model
+        model.eval()
+        with torch.no_grad():
+            model(self.image, mode='tensor')
+        model.train()
+
+    def timed(self, what: str) -> float:
+        if what == 'train':
+            return tool_helpers.time_per_call(self.train, 1)
+        if what == 'inference':
+            return tool_helpers.time_per_call(self.inference, 1)
+        return tool_helpers.time_per_call(self.layer.forward, self.layer_iters)
+
+
+def run_fig8(args) -> Dict[str, Any]:
+    """Measure every upsampler of :func:`fig8_upsamplers` in SegFormer-B1 (see the module
+    docstring); models built one after the other, timed interleaved round by round."""
+    import analyze_model  # tools/: model building, FLOPs and training steps
+    config = os.path.join(tool_helpers.REPO_ROOT, 'configs', FIG8_CONFIG)
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
+    table4 = paper_table4()
+    cases, records = [], []
+    for label, upsample_cfg in fig8_upsamplers(args.upsamplers):
+        print(f'building SegFormer-B1 with {label}', flush=True)
+        case = _SegformerCase(analyze_model, label, upsample_cfg, args.size, args.batch)
+        complexity = analyze_model.measure_complexity(config, args.flops_size,
+                                                      case.cfg_options)
+        row = table4.get(label)
+        records.append(dict(label=label, upsample_cfg=upsample_cfg,
+                            paper_miou=row.metrics.get('mIoU') if row is not None else None,
+                            params=complexity['params'], flops=complexity['flops']))
+        cases.append(case)
+    for case in cases:  # warm-up; the layer's calls per round from its last warm-up call
+        for _ in range(args.warmup):
+            case.train()
+            case.inference()
+            case.layer.forward()
+        case.layer_iters = iters_for(tool_helpers.time_per_call(case.layer.forward, 1))
+    for _ in range(args.repeats):
+        for case in cases:
+            for what in ('train', 'inference', 'layer'):
+                case.samples[what].append(case.timed(what))
+    for case, record in zip(cases, records):
+        record['train_step_ms'] = tool_helpers.summarize_times(case.samples['train'], 1)
+        record['inference_ms'] = tool_helpers.summarize_times(case.samples['inference'], 1)
+        record['layer_forward_ms'] = tool_helpers.summarize_times(case.samples['layer'],
+                                                                  case.layer_iters)
+        record['train_peak_memory_bytes'] = tool_helpers.peak_memory_bytes(case.train)
+        for key in ('train_step_ms', 'inference_ms', 'layer_forward_ms'):
+            record[key] = record[key].to_dict()
+    base = records[0]
+    for record in records:
+        for key in ('train_step_ms', 'inference_ms', 'layer_forward_ms'):
+            record[key.replace('_ms', '_ratio_to_bilinear')] = median_ratio(
+                record[key]['samples'], base[key]['samples'])
+        for key in ('train_peak_memory_bytes', 'flops', 'params'):
+            record[f'{key}_ratio_to_bilinear'] = record[key] / base[key] if base[key] else None
+        record['delta_params'] = record['params'] - base['params']
+        record['delta_flops'] = record['flops'] - base['flops']
+    settings = dict(config=FIG8_CONFIG, size=args.size, batch=args.batch,
+                    flops_size=list(args.flops_size), layer_input=PAPER_SIZE,
+                    threads=torch.get_num_threads(), repeats=args.repeats, warmup=args.warmup,
+                    fused_kernel=fused_kernel_state())
+    return dict(settings=settings, environment=environment_of(torch.device('cpu')),
+                results=records, load_average_after=_load_average())
+
+
+def fig8_markdown(report: Dict[str, Any]) -> str:
+    s = report['settings']
+    lines = [f"SegFormer-B1 (`{s['config']}`, its decode head's six x2 steps) with each "
+             f"upsampler, {s['threads']} threads: parameters and GFLOPs of the whole model at "
+             f"{s['flops_size'][0]}x{s['flops_size'][1]}; a training step (AdamW, batch "
+             f"{s['batch']}) and inference (`mode='tensor'`, batch 1) at {s['size']}x{s['size']}"
+             f"; the layer alone on a random {s['layer_input']} feature; medians of "
+             f"{s['repeats']} interleaved rounds; x bilinear: median of the per-round ratios "
+             '(memory, FLOPs, parameters: ratio of the values). mIoU: the paper (Table 4).', '',
+             '| Upsampler | mIoU (paper) | Params | Δ params | GFLOPs | Δ GFLOPs | Train step s '
+             '| x bil. | Train memory MB | x bil. | Inference ms | x bil. | Layer ms | x bil. |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for r in report['results']:
+        miou = '-' if r['paper_miou'] is None else f"{r['paper_miou']:.2f}"
+        lines.append(
+            f"| {r['label']} | {miou} | {r['params'] / 1e6:.2f}M | "
+            f"{_fmt_count(r['delta_params'])} | {r['flops'] / 1e9:.2f} | "
+            f"{r['delta_flops'] / 1e9:+.2f} | {r['train_step_ms']['median'] / 1e3:.3f} | "
+            f"{_fmt_ratio(r['train_step_ratio_to_bilinear'])} | "
+            f"{r['train_peak_memory_bytes'] / 2**20:.0f} | "
+            f"{_fmt_ratio(r['train_peak_memory_bytes_ratio_to_bilinear'])} | "
+            f"{r['inference_ms']['median']:.1f} | {_fmt_ratio(r['inference_ratio_to_bilinear'])} "
+            f"| {r['layer_forward_ms']['median']:.2f} | "
+            f"{_fmt_ratio(r['layer_forward_ratio_to_bilinear'])} |")
+    return '\n'.join(lines) + '\n'
+
+
+def plot_fig8(report: Dict[str, Any], path: str) -> None:
+    """The figure's layout: one panel per measure (layer latency, training memory, training
+    time, GFLOPs, parameters), one bar per upsampler, the DySample variants highlighted, the
+    paper's mIoU beside each name."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rows = report['results']
+    names = [r['label'] + ('' if r['paper_miou'] is None else f" ({r['paper_miou']:.2f})")
+             for r in rows]
+    colours = ['#d65f5f' if is_dysample(r['upsample_cfg'] or dict(type='Interpolate'))
+               else '#4878d0' for r in rows]
+    fig, axes = plt.subplots(1, len(FIG8_PANELS), figsize=(3.0 * len(FIG8_PANELS),
+                                                           0.32 * len(rows) + 1.6),
+                             sharey=True)
+    for ax, (key, title, scale) in zip(axes, FIG8_PANELS):
+        values = [(r[key]['median'] if isinstance(r[key], dict) else r[key]) * scale
+                  for r in rows]
+        ax.barh(range(len(rows)), values, color=colours)
+        for y, value in enumerate(values):
+            ax.text(value, y, f' {value:.3g}', va='center', fontsize=6)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlim(right=max(values) * 1.35)
+        ax.tick_params(axis='x', labelsize=6)
+    axes[0].set_yticks(range(len(rows)))
+    axes[0].set_yticklabels(names, fontsize=7)
+    axes[0].invert_yaxis()
+    s = report['settings']
+    fig.suptitle(f"SegFormer-B1 with each upsampler (mIoU: paper, Table 4); training at "
+                 f"{s['size']}x{s['size']}, batch {s['batch']}; GFLOPs at "
+                 f"{s['flops_size'][0]}x{s['flops_size'][1]}; {s['threads']} CPU threads",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------
 def parse_args(argv=None):
@@ -836,6 +1023,14 @@ def parse_args(argv=None):
     models.add_argument('--batch', type=int, default=2, help='images per step')
     models.add_argument('--size', type=int, default=256, help='square image side')
     models.add_argument('--repeats', type=int, default=15, help='timed rounds')
+    models.add_argument('--fig8', action='store_true',
+                        help="the paper's Fig. 8: SegFormer-B1 with every upsampler (one row "
+                        'each) instead of the DySample/twin pairs of --models')
+    models.add_argument('--upsamplers', nargs='+', default=None,
+                        help='--fig8: labels to measure (default: all; Bilinear is always '
+                        'first, the reference of the ratios)')
+    models.add_argument('--flops-size', type=int, nargs=2, default=[512, 512],
+                        metavar=('H', 'W'), help='--fig8: input size of the FLOP count')
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ('layers', 'models', '-h', '--help'):
@@ -851,6 +1046,16 @@ def parse_args(argv=None):
         parser.error(f'--warmup must be >= 0, got {args.warmup}')
     if args.threads is not None and min(args.threads) < 1:
         parser.error(f'--threads must be >= 1, got {args.threads}')
+    known = [label for label, _ in default_upsamplers()]
+    if args.command == 'models' and args.upsamplers is not None:
+        if not args.fig8:
+            parser.error('--upsamplers of models needs --fig8')
+        unknown = [u for u in args.upsamplers if u not in known or u == 'Nearest']
+        if unknown:
+            parser.error(f'unknown --upsamplers {unknown}; choose from {known[1:]}')
+        args.upsamplers = ['Bilinear'] + [u for u in args.upsamplers if u != 'Bilinear']
+    if args.command == 'models' and min(args.flops_size) < 32:
+        parser.error(f'--flops-size must be >= 32, got {args.flops_size}')
     if args.command == 'layers':
         if args.scale < 2:
             parser.error(f'--scale must be >= 2, got {args.scale}')
@@ -862,7 +1067,6 @@ def parse_args(argv=None):
             parser.error(f"--device must be 'cpu' or 'cuda[:N]', got {args.device}")
         if args.device.type == 'cuda' and not torch.cuda.is_available():
             parser.error('--device cuda requested but CUDA is not available')
-        known = [label for label, _ in default_upsamplers()]
         unknown = [u for u in args.upsamplers or [] if u not in known]
         if unknown:
             parser.error(f'unknown --upsamplers {unknown}; choose from {known}')
@@ -877,6 +1081,19 @@ def main(argv=None) -> Dict[str, Any]:
         report['wall_seconds'] = round(time.perf_counter() - start, 1)
         paths = write_layer_outputs(report, args.out_dir, plots=not args.no_plots)
         print(markdown_table(report))
+    elif args.fig8:
+        report = run_fig8(args)
+        report['wall_seconds'] = round(time.perf_counter() - start, 1)
+        os.makedirs(args.out_dir, exist_ok=True)
+        paths = dict(markdown=os.path.join(args.out_dir, 'fig8.md'),
+                     json=os.path.join(args.out_dir, 'fig8.json'),
+                     plot=os.path.join(args.out_dir, 'fig8.png'))
+        with open(paths['markdown'], 'w') as md_file:
+            md_file.write(fig8_markdown(report))
+        with open(paths['json'], 'w') as json_file:
+            json.dump(report, json_file, indent=2)
+        plot_fig8(report, paths['plot'])
+        print(fig8_markdown(report))
     else:
         report = run_models(args)
         report['wall_seconds'] = round(time.perf_counter() - start, 1)

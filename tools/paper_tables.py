@@ -12,7 +12,9 @@ the paper rows it is in under ``Metadata: Paper Tables``::
       Main Metric: box AP   # optional: the column compared with ours (default: the first)
 
 and each collection names the tables its folder shows (``Metadata: Paper Tables``,
-id -> title). The README of the folder carries each of them between the markers
+id -> title). The model's ``Metadata: Batch Size`` (images per iteration, all GPUs) is the
+recipe's batch (``Row.batch_size``), which run_table.py's dry run shows against ``--gpus``.
+The README of the folder carries each of them between the markers
 ``<!-- paper-table N -->`` and ``<!-- /paper-table N -->``, generated here::
 
     python tools/paper_tables.py --check     # READMEs and the demo metafile up to date?
@@ -100,6 +102,7 @@ class Row:
     metrics: Dict[str, float] = field(default_factory=dict)
     main_metric: Optional[str] = None
     demo_model: Optional[str] = None  # tools/demo.py's DEMO_MODELS key (demo table)
+    batch_size: Optional[int] = None  # the recipe's images per iteration, all GPUs together
 
     @property
     def exists(self) -> bool:
@@ -160,9 +163,11 @@ def load_tables(root: str = REPO_ROOT) -> Dict[str, Table]:
                 main = entry.get('Main Metric') or next(iter(metrics), None)
                 if main is not None:
                     _metric_name(main, where)
+                batch_size = model.get('Metadata', {}).get('Batch Size')
                 row = Row(table_id, str(entry['Row']), model['Config'], model['Name'], folder,
                           entry.get('Backbone'), entry.get('Params'), entry.get('FLOPs'),
-                          metrics, main, entry.get('Demo Model'))
+                          metrics, main, entry.get('Demo Model'),
+                          None if batch_size is None else int(batch_size))
                 table = tables.setdefault(table_id, Table(table_id, [], {}))
                 table.titles[folder] = titles[table_id]
                 table.rows.append(row)

@@ -128,19 +128,9 @@ def _dataset_paths(dataset_cfg: dict) -> Iterator[Tuple[str, str]]:
                 yield f'data_prefix.{prefix_key}', path
 
 
-def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, str]]:
-    """Local dataset files/directories that ``cfg`` reads in ``phases`` and that do not exist.
-
-    Args:
-        cfg: an mmengine ``Config``.
-        phases: any of ``'train'``, ``'val'``, ``'test'``: which ``{phase}_dataloader`` and
-            ``{phase}_evaluator`` to check.
-
-    Returns:
-        ``(config key, path, preparation hint)`` for each missing path, in config order.
-        Datasets on non-local backends (``backend_args`` / URLs) are skipped.
-    """
-    missing = []
+def _dataset_files(cfg, phases: Sequence[str]) -> Iterator[Tuple[str, str, str, str]]:
+    """``(owner key, field, path, preparation hint)`` of every local dataset path that
+    ``cfg`` reads in ``phases``, in config order (owner: the dataset's or evaluator's key)."""
     for phase in phases:
         if phase not in ('train', 'val', 'test'):
             raise ValueError(f"phases must contain only 'train', 'val', 'test', got {phase!r}")
@@ -158,10 +148,8 @@ def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, st
             phase_hint = phase_hint.format(data_root=dataset.get('data_root') or '.',
                                            dataset_type=dataset_type or 'config\'s')
             for field, path in _dataset_paths(dataset):
-                if not _is_remote(path, dataset.get('backend_args')) and not osp.exists(path):
-                    missing.append((f'{key}.{field}', path, phase_hint))
-                    if field == 'data_root':
-                        break  # everything below it is missing too
+                if not _is_remote(path, dataset.get('backend_args')):
+                    yield key, field, path, phase_hint
         evaluators = cfg.get(f'{phase}_evaluator', None)
         evaluators = evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]
         for index, evaluator in enumerate(evaluators):
@@ -171,16 +159,55 @@ def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, st
             # Metrics that read ground truth themselves (CocoMetric, CocoPanopticMetric).
             for field in ('ann_file', 'seg_prefix'):
                 path = evaluator.get(field)
-                if path and not _is_remote(path, evaluator.get('backend_args')) \
-                        and not osp.exists(path):
-                    missing.append((f'{phase}_evaluator{suffix}.{field}', path, phase_hint))
-    # The same dataset is often shared by val and test: report each path once.
+                if path and not _is_remote(path, evaluator.get('backend_args')):
+                    yield f'{phase}_evaluator{suffix}', field, path, phase_hint
+
+
+def _unique_paths(entries: Iterator[Tuple[str, str, str]]) -> List[Tuple[str, str, str]]:
+    # The same dataset is often shared by val and test: each path once.
     unique, seen = [], set()
-    for entry in missing:
+    for entry in entries:
         if entry[1] not in seen:
             seen.add(entry[1])
             unique.append(entry)
     return unique
+
+
+def dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, str]]:
+    """Every local dataset file/directory ``cfg`` reads in ``phases``, present or not.
+
+    Returns:
+        ``(config key, path, preparation hint)`` in config order, each path once; a
+        ``data_root`` only where its dataset names nothing below it. Relative paths are
+        relative to the directory the run starts in (as mmengine reads them).
+    """
+    entries = list(_dataset_files(cfg, phases))
+    with_children = {owner for owner, field, _, _ in entries if field != 'data_root'}
+    return _unique_paths((f'{owner}.{field}', path, hint) for owner, field, path, hint in entries
+                         if field != 'data_root' or owner not in with_children)
+
+
+def missing_dataset_paths(cfg, phases: Sequence[str]) -> List[Tuple[str, str, str]]:
+    """Local dataset files/directories that ``cfg`` reads in ``phases`` and that do not exist.
+
+    Args:
+        cfg: an mmengine ``Config``.
+        phases: any of ``'train'``, ``'val'``, ``'test'``: which ``{phase}_dataloader`` and
+            ``{phase}_evaluator`` to check.
+
+    Returns:
+        ``(config key, path, preparation hint)`` for each missing path, in config order.
+        Datasets on non-local backends (``backend_args`` / URLs) are skipped; below a missing
+        ``data_root`` only the root is named.
+    """
+    missing, missing_roots = [], set()
+    for owner, field, path, hint in _dataset_files(cfg, phases):
+        if owner in missing_roots or osp.exists(path):
+            continue
+        missing.append((f'{owner}.{field}', path, hint))
+        if field == 'data_root':
+            missing_roots.add(owner)  # everything below it is missing too
+    return _unique_paths(missing)
 
 
 def check_datasets(cfg, phases: Sequence[str]) -> None:
@@ -194,6 +221,187 @@ def check_datasets(cfg, phases: Sequence[str]) -> None:
         hints = list(dict.fromkeys(hint for _, _, hint in missing))
         raise SystemExit('Dataset files are missing, nothing was run:\n  ' + '\n  '.join(lines)
                          + '\nTo fix: ' + '\n        '.join(hints))
+
+
+# ---------------------------------------------------------------------------------------
+# Pretrained checkpoints a config loads when its run starts (``Pretrained`` init_cfgs,
+# ``pretrained=``, ``load_from``), resolved as mmengine resolves them: ``torchvision://``,
+# ``open-mmlab://`` and ``mmcls://`` names through the URL tables mmengine ships (with
+# mmdysample imported, so torchvision:// names resolve without torchvision, as in the runs),
+# and every URL to the file mmengine's ``load_from_http`` reads:
+# ``torch.hub.load_state_dict_from_url`` keeps it as ``<torch.hub.get_dir()>/checkpoints/
+# <the URL's file name>`` and downloads it only when that file is missing (no hash check).
+# ---------------------------------------------------------------------------------------
+_TORCHVISION_SCHEMES = ('torchvision://', 'modelzoo://')
+_OPENMMLAB_SCHEMES = ('open-mmlab://', 'openmmlab://')
+_MMCLS_SCHEME = 'mmcls://'
+_HTTP_SCHEMES = ('http://', 'https://')
+WEIGHTS_MIRROR_SCHEMES = ('http', 'https', 'file')
+
+
+@dataclass(frozen=True)
+class PretrainedCheckpoint:
+    """A checkpoint a config loads at start, and where the run finds it.
+
+    ``url``: where it is downloaded from (None for local files and for names that do not
+    resolve); ``path``: the file the run reads (for a URL, the torch hub cache's copy; None
+    where it cannot be checked from here: ``s3://``, ``pavi://``...); ``error``: why the
+    name does not resolve (the run would fail on it).
+    """
+    key: str  # where the config names it, e.g. model.backbone.init_cfg.checkpoint
+    name: str  # as the config writes it
+    url: Optional[str] = None
+    path: Optional[str] = None
+    error: Optional[str] = None
+
+    @property
+    def status(self) -> str:
+        """'present', 'missing', 'unresolved' (``error``) or 'unchecked' (no local path)."""
+        if self.error is not None:
+            return 'unresolved'
+        if self.path is None:
+            return 'unchecked'
+        return 'present' if osp.isfile(self.path) else 'missing'
+
+
+def config_checkpoints(cfg) -> List[Tuple[str, str]]:
+    """``(config key, checkpoint name)`` of every pretrained checkpoint ``cfg`` loads when
+    its run starts, in config order: the ``checkpoint`` of each ``Pretrained`` ``init_cfg``
+    in ``model``, every ``pretrained=`` string of the model and its parts (mmseg's
+    ``EncoderDecoder`` hands ``model.pretrained`` to the backbone, which loads it), and
+    ``load_from``; each name once, with the first key that names it."""
+    found: List[Tuple[str, str]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            if _type_name(node.get('type', '')) == 'Pretrained' \
+                    and isinstance(node.get('checkpoint'), str):
+                found.append((f'{key}.checkpoint', node['checkpoint']))
+            if isinstance(node.get('pretrained'), str):
+                found.append((f'{key}.pretrained', node['pretrained']))
+            for child_key, child in node.items():
+                walk(child, f'{key}.{child_key}')
+        elif isinstance(node, (list, tuple)):
+            for index, child in enumerate(node):
+                walk(child, f'{key}[{index}]')
+
+    walk(cfg.get('model', None), 'model')
+    if isinstance(cfg.get('load_from', None), str):
+        found.append(('load_from', cfg.load_from))
+    first_keys = {}
+    for key, name in found:  # a name handed down (model.pretrained -> backbone) once
+        first_keys.setdefault(name, key)
+    return [(key, name) for name, key in first_keys.items()]
+
+
+def checkpoint_cache_dir() -> str:
+    """The folder ``torch.hub.load_state_dict_from_url`` (mmengine's http(s) loader) keeps
+    downloaded checkpoints in: ``<torch.hub.get_dir()>/checkpoints``, i.e.
+    ``$TORCH_HOME/hub/checkpoints``, else ``$XDG_CACHE_HOME/torch/hub/checkpoints``, else
+    ``~/.cache/torch/hub/checkpoints``."""
+    import torch.hub
+    return osp.join(torch.hub.get_dir(), 'checkpoints')
+
+
+def cached_checkpoint_path(url: str) -> str:
+    """The file mmengine's ``load_from_http`` reads for ``url`` (and downloads if absent)."""
+    from urllib.parse import urlparse
+    return osp.join(checkpoint_cache_dir(), osp.basename(urlparse(url).path))
+
+
+def _checkpoint_url(name: str) -> str:
+    """The URL mmengine downloads the checkpoint ``name`` from (a path under mmengine's
+    home for ``open-mmlab://`` entries that are files). Raises ``KeyError`` for a name its
+    tables do not have."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+
+    import_mmdysample()  # torchvision:// without torchvision (mmdysample.compat), as in the runs
+    if name.startswith(_TORCHVISION_SCHEMES):
+        table, model = mmengine_checkpoint.get_torchvision_models(), name.split('://', 1)[1]
+    elif name.startswith(_OPENMMLAB_SCHEMES):
+        table, model = mmengine_checkpoint.get_external_models(), name.split('://', 1)[1]
+        model = mmengine_checkpoint.get_deprecated_model_names().get(model, model)
+    else:  # mmcls://
+        table, model = mmengine_checkpoint.get_mmcls_models(), name[len(_MMCLS_SCHEME):]
+    if model not in table:
+        raise KeyError(f'mmengine has no checkpoint named {model!r} under '
+                       f'{name.split("://", 1)[0]}://')
+    url = table[model]
+    if name.startswith(_OPENMMLAB_SCHEMES) and not url.startswith(_HTTP_SCHEMES):
+        return osp.join(mmengine_checkpoint._get_mmengine_home(), url)  # a file, as mmengine
+    return url
+
+
+def resolve_checkpoint(name: str, key: str = '', root: str = '.') -> PretrainedCheckpoint:
+    """Where the run that loads ``name`` gets it: its URL and the file it reads.
+
+    Args:
+        name: as a config writes it: ``torchvision://resnet50``, ``open-mmlab://...``,
+            ``mmcls://...``, an http(s) URL, or a local path.
+        key: where the config names it (kept in the result).
+        root: the directory the run starts in (relative local paths are read from there).
+    """
+    if name.startswith(_TORCHVISION_SCHEMES + _OPENMMLAB_SCHEMES + (_MMCLS_SCHEME, )):
+        try:
+            url = _checkpoint_url(name)
+        except KeyError as error:
+            return PretrainedCheckpoint(key, name, error=str(error.args[0]))
+        if not url.startswith(_HTTP_SCHEMES):  # an open-mmlab:// name that is a file
+            return PretrainedCheckpoint(key, name, path=url)
+        return PretrainedCheckpoint(key, name, url, cached_checkpoint_path(url))
+    if name.startswith(_HTTP_SCHEMES):
+        return PretrainedCheckpoint(key, name, name, cached_checkpoint_path(name))
+    if '://' in name:  # s3://, pavi://...: read by the run's file backend
+        return PretrainedCheckpoint(key, name)
+    return PretrainedCheckpoint(key, name, path=osp.join(root, osp.expanduser(name)))
+
+
+def mirrored_url(url: str, mirror: Optional[str]) -> str:
+    """``url`` with its scheme and host replaced by ``mirror`` (which may add a path:
+    ``http://m/openmmlab`` + ``https://h/a/b.pth`` -> ``http://m/openmmlab/a/b.pth``);
+    ``url`` itself without a mirror."""
+    from urllib.parse import urlparse
+    if not mirror:
+        return url
+    parts = urlparse(mirror)
+    if parts.scheme not in WEIGHTS_MIRROR_SCHEMES or not (parts.netloc or parts.scheme == 'file'):
+        raise ValueError(f'weights mirror must be a URL with one of the schemes '
+                         f'{list(WEIGHTS_MIRROR_SCHEMES)} (e.g. http://host:port/path or '
+                         f'file:///shared/weights), got {mirror!r}')
+    source = urlparse(url)
+    return mirror.rstrip('/') + source.path + (f'?{source.query}' if source.query else '')
+
+
+def fetch_checkpoint(checkpoint: PretrainedCheckpoint, mirror: Optional[str] = None,
+                     progress: bool = False) -> str:
+    """Download ``checkpoint`` (from ``mirror`` instead of its host, if given) to the file
+    its runs read (``checkpoint.path``, in the torch hub cache) and return that path.
+
+    The download goes to a temporary file next to it and is renamed into place only when
+    complete (``torch.hub.download_url_to_file``); where the file name carries a hash
+    (``name-<hex>.pth``, torch hub's and OpenMMLab's convention: the first hex digits of
+    the file's SHA-256), the download must match it, or nothing is placed.
+
+    Raises:
+        ValueError: the checkpoint has no URL (a local file, or an unresolved name).
+        RuntimeError: the download failed or does not match the hash in its name.
+    """
+    import torch.hub
+
+    if checkpoint.url is None or checkpoint.path is None:
+        raise ValueError(f'{checkpoint.name} ({checkpoint.key}) has no URL to download from'
+                         + (f': {checkpoint.error}' if checkpoint.error else ''))
+    source = mirrored_url(checkpoint.url, mirror)
+    match = torch.hub.HASH_REGEX.search(osp.basename(checkpoint.path))
+    os.makedirs(osp.dirname(checkpoint.path), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(source, checkpoint.path,
+                                       match.group(1) if match else None, progress=progress)
+    except Exception as error:  # URLError, HTTPError, the hash check's RuntimeError
+        raise RuntimeError(f'downloading {source} to {checkpoint.path} failed '
+                           f'({type(error).__name__}: {error}); nothing was written there'
+                           ) from error
+    return checkpoint.path
 
 
 def finish_distributed_run(runner=None, exit_status: int = 0) -> None:
@@ -259,6 +467,58 @@ def memoize_config_formatting() -> None:
 
     memoized._mmdysample_memoized = True
     config_module.FormatCode = memoized
+
+
+def memoize_external_config_lookup() -> None:
+    """Look up each ``mmdet::``/``mmseg::`` config name once per process.
+
+    To find the file of a base config named ``'mmdet::faster_rcnn/...'``, mmengine 0.10.7
+    reads the package's ``model-index.yml`` and every metafile it imports (about 150 YAML
+    files between mmdet and mmseg; ``mmengine.config.utils._get_cfg_metainfo``) and reloads
+    ``pkg_resources`` to check that the package is installed (``is_installed``), each time
+    a config names one: three quarters of the time that reading one of the paper's configs
+    took (profiled on the 2-core dev machine). The installed packages do not change while a
+    tool runs, so the answers are kept: the metafile entry per (package, config name), and
+    the packages found installed.
+    """
+    import functools
+
+    from mmengine.config import config as config_module
+    from mmengine.config import utils as config_utils
+
+    installed = config_module.is_installed
+    if not getattr(installed, '_mmdysample_memoized', False):
+        found = set()
+
+        @functools.wraps(installed)
+        def is_installed(package):
+            if package not in found and installed(package):
+                found.add(package)
+            return package in found
+
+        is_installed._mmdysample_memoized = True
+        config_module.is_installed = is_installed
+
+    lookup = config_utils._get_cfg_metainfo
+    if getattr(lookup, '_mmdysample_memoized', False):
+        return
+
+    @functools.lru_cache(maxsize=None)
+    def _lookup(package_path, cfg_path):
+        try:
+            return lookup(package_path, cfg_path), None
+        except ValueError as error:  # not a model config (a _base_ file): mmengine's answer
+            return None, error.args
+
+    @functools.wraps(lookup)
+    def memoized(package_path, cfg_path):
+        metainfo, error = _lookup(package_path, cfg_path)
+        if error is not None:
+            raise ValueError(*error)
+        return copy.deepcopy(metainfo)
+
+    memoized._mmdysample_memoized = True
+    config_utils._get_cfg_metainfo = memoized
 
 
 def load_config(args: argparse.Namespace):

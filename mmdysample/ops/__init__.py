@@ -8,13 +8,18 @@ point's four corner indices and bilinear weights once per channel group and reus
 group's channels, forward and backward, with the same results as the ``grid_sample`` reference
 path (bit-identical forward, gradients equal up to summation order; a double backward,
 ``create_graph=True``, differentiates the reference formulation). ``torch.compile`` keeps the
-kernel (the op has a fake implementation and registered autograd). Everything else (CUDA,
-``torch.jit`` tracing, ``torch.export``, ONNX export, vmap) takes the reference path, which
-lives here too (:mod:`.reference`), so that this package imports nothing of the rest.
+kernel (the op has a fake implementation and registered autograd). Everything else takes the
+reference path, which lives here too (:mod:`.reference`), so that this package imports nothing
+of the rest: in eager mode (CUDA, MPS, XPU, CPU with the kernel off, float16/bfloat16
+features) as one ``autograd.Function`` that saves ``x`` and the offsets and computes the
+gradients with aten's ``grid_sampler_2d_backward`` (the values autograd computes); under
+``torch.jit`` tracing, ``torch.export``, ONNX export, ``torch.compile`` and vmap as the plain
+composition of standard operators.
 
 :mod:`.fused_layer` runs a whole DySample layer on CPU (offset projection as one matrix
 product, scope, sampling) as one autograd node whose backward holds one input-sized gradient;
-:class:`mmdysample.upsamplers.DySample` uses it where it applies.
+:mod:`.lean_layer` does the same with PyTorch operators on every other device (the composed
+path). :class:`mmdysample.upsamplers.DySample` uses the first that applies.
 
 The kernel is compiled on first use and cached (see :mod:`mmdysample.ops.extension`); when it
 cannot be built, a single warning is issued and the reference path is used. To force the

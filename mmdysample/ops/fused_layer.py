@@ -63,11 +63,18 @@ def project_offsets(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     out_channels, in_channels = weight.shape[:2]
     # bmm over the expanded weight: torch.matmul(2-D, 3-D) folds the batch by copying x
     proj = torch.bmm(weight.view(1, out_channels, in_channels).expand(B, -1, -1),
-                     x.reshape(B, in_channels, -1))
+                     _as_matrix(x, in_channels))
     if bias is not None:  # in place (one offset-sized tensor less) unless autocast lowered proj
         bias = bias.view(out_channels, 1)
         proj = proj.add_(bias) if proj.dtype == bias.dtype else proj + bias
-    return proj.view(B, -1, H, W)
+    return proj.view(B, out_channels * (C // in_channels), H, W)
+
+
+def _as_matrix(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """``x`` as the projection's ``(B, C_in, N)`` input (sizes spelt out: an empty batch
+    cannot infer ``N``)."""
+    B, C, H, W = x.shape
+    return x.reshape(B, in_channels, (C // in_channels) * H * W)
 
 
 def offsets_from_projection(projection: torch.Tensor, init_pos: Optional[torch.Tensor],
@@ -119,14 +126,18 @@ def _composed(x, weight, bias, init_pos, config) -> torch.Tensor:
     return grid_sample_dysample(x, offset, s, groups)
 
 
+def layer_offsets(x, weight, bias, init_pos, config) -> torch.Tensor:
+    """A layer's sampling offsets from ``x`` (``init_pos=None``: the learned part), in ``x``'s
+    dtype, computed in the projection's memory (freed on return unless it is reused)."""
+    s, _, style, scope_factor, dyscope = config
+    return offsets_from_projection(project_offsets(x, weight, bias, s, style), init_pos,
+                                   scope_factor, dyscope, x.dtype, inplace=True)
+
+
 def _layer_forward(x, weight, bias, init_pos, config):
     """(output, offsets) by the fused kernel."""
-    s, groups, style, scope_factor, dyscope = config
-    projection = project_offsets(x, weight, bias, s, style)
-    offset = offsets_from_projection(projection, init_pos, scope_factor, dyscope, x.dtype,
-                                     inplace=True)
-    del projection
-    return _sample_cpu(x, offset, s, groups), offset
+    offset = layer_offsets(x, weight, bias, init_pos, config)
+    return _sample_cpu(x, offset, *config[:2]), offset
 
 
 def _layer_backward(grad_out, x, weight, bias, init_pos, offset, config, needs):
@@ -146,7 +157,6 @@ def _layer_backward(grad_out, x, weight, bias, init_pos, offset, config, needs):
     grad_x, grad_offset = _sample_backward_cpu(grad_out.contiguous(), x, offset, s, groups,
                                                need_x, need_projection)
     grad_x = grad_x if need_x else None
-    grad_weight = grad_bias = None
     if not need_projection:
         return grad_x, None, None
     # gradient wrt the projection, by rows of the weight: [(rows, gradient)]
@@ -160,25 +170,38 @@ def _layer_backward(grad_out, x, weight, bias, init_pos, offset, config, needs):
         parts = [(slice(0, half), grad_offset), (slice(half, None), gate)]
     else:
         parts = [(slice(None), grad_offset.mul_(scope_factor))]
+    grad_weight, grad_bias = projection_backward(parts, x, weight, bias, grad_x, need_weight,
+                                                 need_bias)
+    return grad_x, grad_weight, grad_bias
+
+
+def projection_backward(parts, x: torch.Tensor, weight: torch.Tensor,
+                        bias: Optional[torch.Tensor], grad_x: Optional[torch.Tensor],
+                        need_weight: bool, need_bias: bool):
+    """The backward of :func:`project_offsets` (eager form): gradients wrt ``weight`` and
+    ``bias`` (``None`` where not needed), and the input gradient added in place into
+    ``grad_x`` (NCHW-contiguous, skipped when ``None``), so that a layer's backward holds one
+    input-sized gradient.
+
+    Args:
+        parts: ``[(rows, gradient)]``: for a slice of ``weight``'s rows, the gradient wrt those
+            rows' projection, ``(B, rows * r, H, W)`` contiguous.
+    """
     B, in_channels = x.shape[0], weight.shape[1]
-    x_matrix = x.reshape(B, in_channels, -1)
+    x_matrix = _as_matrix(x, in_channels)
     matrix = weight.view(weight.shape[0], in_channels)
-    if need_weight:
-        grad_weight = torch.empty_like(matrix)
-    if need_bias:
-        grad_bias = torch.empty_like(bias)
+    grad_weight = torch.empty_like(matrix) if need_weight else None
+    grad_bias = torch.empty_like(bias) if need_bias else None
     for rows, grad in parts:
-        grad = grad.view(B, matrix[rows].shape[0], -1)
+        grad = grad.view(B, matrix[rows].shape[0], x_matrix.shape[2])
         if need_weight:
             torch.sum(torch.bmm(grad, x_matrix.transpose(1, 2)), 0, out=grad_weight[rows])
         if need_bias:
             torch.sum(grad, (0, 2), out=grad_bias[rows])
-        if need_x:  # the projection's input gradient, added in place
-            grad_x.view(B, in_channels, -1).baddbmm_(
+        if grad_x is not None:  # the projection's input gradient, added in place
+            grad_x.view(B, in_channels, x_matrix.shape[2]).baddbmm_(
                 matrix[rows].t().unsqueeze(0).expand(B, -1, -1), grad)
-    if need_weight:
-        grad_weight = grad_weight.view_as(weight)
-    return grad_x, grad_weight, grad_bias
+    return (grad_weight.view_as(weight) if need_weight else None), grad_bias
 
 
 def _double_backward(grad_out, x, weight, bias, init_pos, config, needs):
@@ -189,26 +212,38 @@ def _double_backward(grad_out, x, weight, bias, init_pos, config, needs):
     return tuple(next(grads) if need else None for need in needs)
 
 
-class _FusedDySampleLayer(torch.autograd.Function):
-    """The eager path. Saves ``x`` (already held by the caller) and the offsets."""
+def layer_function(name: str, layer_forward, layer_backward, doc: str):
+    """An ``autograd.Function`` class running a DySample layer as one node: ``layer_forward(x,
+    weight, bias, init_pos, config) -> (output, saved)`` with ``saved`` the one offset-sized
+    tensor kept for ``layer_backward(grad_out, x, weight, bias, init_pos, saved, config,
+    needs) -> (grad_x, grad_weight, grad_bias)``. A double backward (``create_graph=True``)
+    differentiates the composed formulation. Applied as ``cls.apply(x, weight, bias,
+    init_pos, config)``."""
 
-    @staticmethod
     def forward(ctx, x, weight, bias, init_pos, config):
-        out, offset = _layer_forward(x, weight, bias, init_pos, config)
+        out, saved = layer_forward(x, weight, bias, init_pos, config)
         ctx.config = config
-        ctx.save_for_backward(x, weight, bias, init_pos, offset)
+        ctx.save_for_backward(x, weight, bias, init_pos, saved)
         return out
 
-    @staticmethod
     def backward(ctx, grad_out):
-        x, weight, bias, init_pos, offset = ctx.saved_tensors
+        x, weight, bias, init_pos, saved = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
         if torch.is_grad_enabled():
             grads = _double_backward(grad_out, x, weight, bias, init_pos, ctx.config, needs)
         else:
-            grads = _layer_backward(grad_out, x, weight, bias, init_pos, offset, ctx.config,
-                                    needs)
+            grads = layer_backward(grad_out, x, weight, bias, init_pos, saved, ctx.config,
+                                   needs)
         return grads + (None, None)
+
+    return type(name, (torch.autograd.Function, ),
+                dict(forward=staticmethod(forward), backward=staticmethod(backward),
+                     __doc__=doc, __module__=__name__))
+
+
+_FusedDySampleLayer = layer_function(
+    '_FusedDySampleLayer', _layer_forward, _layer_backward,
+    'The eager path. Saves ``x`` (already held by the caller) and the offsets.')
 
 
 # ------------------------------------------------------------- torch.compile: custom ops

@@ -29,6 +29,23 @@ from .guided import (GROUP_NORM_GROUPS, GuidedUpsampler, check_group_norm_channe
                      softmax_kernels)
 
 
+def adaptive_avg_pool2d_by_matmul(x: torch.Tensor, output_size: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, output_size)`` as ``P_h @ x @ P_w^T``, the pooling matrices
+    built from the input size (cell ``i`` of ``n`` covers ``[floor(i n / o), ceil((i + 1)
+    n / o))``, as PyTorch's): equal up to float rounding, and exportable to ONNX for any
+    and dynamic input sizes. ``(B, C, H, W) -> (B, C, o, o)``."""
+
+    def pooling_matrix(size):  # (o, size): 1 / cell length inside each cell
+        cell = torch.arange(output_size, device=x.device)
+        start = torch.div(cell * size, output_size, rounding_mode='floor')
+        end = torch.div((cell + 1) * size + output_size - 1, output_size, rounding_mode='floor')
+        position = torch.arange(size, device=x.device)
+        inside = (position >= start[:, None]) & (position < end[:, None])
+        return inside.to(x.dtype) / (end - start).to(x.dtype)[:, None]
+
+    return pooling_matrix(x.shape[2]) @ x @ pooling_matrix(x.shape[3]).transpose(0, 1)
+
+
 @register_upsampler('A2U')
 class A2U(GuidedUpsampler):
     """A2U upsampler ('dynamic-cs-d†').
@@ -86,16 +103,38 @@ class A2U(GuidedUpsampler):
         """Convolve every channel of ``guide`` ``(B, C_g, 2H, 2W)`` with its sample's
         ``kernel`` ``(B, 1, e, e)``, stride 2 -> ``(B, C_g, H, W)``."""
         e = self.encoder_kernel
+        kernel = kernel.to(guide.dtype)
+        if torch.onnx.is_in_onnx_export():
+            # ONNX Conv takes its group count as a constant: ``groups=B`` would freeze the
+            # batch size (the legacy exporter) or fail (dynamo, dynamic batch). Every kernel
+            # on every sample instead, keeping sample b's kernel on sample b (a 0/1 mask
+            # over the B x B pairs): the same products and sums, B times the work.
+            batch, channels, height, width = guide.shape
+            out = F.conv2d(guide.reshape(batch * channels, 1, height, width), kernel, stride=2,
+                           padding=(e - 1) // 2)  # (B * C_g, B, H, W)
+            out = out.reshape(batch, channels, batch, out.shape[-2], out.shape[-1])
+            index = torch.arange(batch, device=guide.device)
+            same_sample = (index[:, None] == index[None, :]).to(out.dtype)
+            return (out * same_sample[:, None, :, None, None]).sum(2)
         # channels as the batch, samples as groups: one grouped convolution for the batch
-        out = F.conv2d(guide.transpose(0, 1), kernel.to(guide.dtype), stride=2,
-                       padding=(e - 1) // 2, groups=guide.shape[0])
+        out = F.conv2d(guide.transpose(0, 1), kernel, stride=2, padding=(e - 1) // 2,
+                       groups=guide.shape[0])
         return out.transpose(0, 1)
 
     def kernels(self, guide: torch.Tensor) -> torch.Tensor:
         """Normalised reassembly kernels ``(B, k^2, 2H, 2W)`` from the guide."""
         channels = guide.shape[1]
-        a = self.norm_u(self._shared_strided_conv(guide, self.kernel_u(guide)))
-        b = self.norm_v(self._shared_strided_conv(guide, self.kernel_v(guide)))
+        if torch.onnx.is_in_onnx_export():
+            # The exporters cannot pool to e x e at any size: the legacy one refuses sizes
+            # that are not multiples of e and dynamic sizes, dynamo's graph keeps the
+            # traced size's cells (wrong results at another size). The same average as
+            # two matrix products, whose cells follow the input size.
+            pooled = adaptive_avg_pool2d_by_matmul(guide, self.encoder_kernel)
+            kernel_u, kernel_v = self.kernel_u[1](pooled), self.kernel_v[1](pooled)
+        else:
+            kernel_u, kernel_v = self.kernel_u(guide), self.kernel_v(guide)
+        a = self.norm_u(self._shared_strided_conv(guide, kernel_u))
+        b = self.norm_v(self._shared_strided_conv(guide, kernel_v))
         affinity = (a * b).sum(1, keepdim=True) / math.sqrt(channels)
         logits = affinity * self.projection(guide)  # (B, 4 k^2, H, W)
         logits = F.pixel_shuffle(logits, 2)

@@ -62,4 +62,12 @@ class PixelShuffle(nn.Module):
 
     def forward(self, x):
         check_feature(x, 'x', self.in_channels)
-        return F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
+        out = self.upsample_conv(x)
+        if out.numel() == 0:
+            # nothing to move; a reshape keeps the gradient's shape right (the backward of
+            # pixel_shuffle, CPU pixel_unshuffle, returns its input's shape for zero elements:
+            # pytorch/pytorch#192816)
+            B, C, H, W = out.shape
+            s = self.scale_factor
+            return out.reshape(B, C // (s * s), s * H, s * W)
+        return F.pixel_shuffle(out, self.scale_factor)

@@ -4,11 +4,12 @@ from numbers import Real
 import torch
 import torch.nn as nn
 
-from ..functional import INIT_STYLES, check_bool, check_feature, check_positive_int, \
-    check_scale_factor, check_size, dysample, dysample_to_size, init_sampling_positions, \
-    position_dtype
+from ..functional import INIT_STYLES, check_bool, check_feature, check_groups, \
+    check_positive_int, check_scale_factor, check_size, dysample, dysample_to_size, \
+    init_sampling_positions, position_dtype
 from ..ops.fused_layer import fused_dysample_layer, fused_layer_supported, \
     offsets_from_projection, project_offsets
+from ..ops.lean_layer import lean_dysample_layer, lean_layer_supported
 from .builder import register_upsampler
 
 STYLES = ('lp', 'pl')
@@ -67,7 +68,8 @@ class DySample(nn.Module):
         s = check_scale_factor(scale_factor)
         if style not in STYLES:
             raise ValueError(f'style must be one of {STYLES}, got {style!r}')
-        if groups is None:
+        default_groups = groups is None
+        if default_groups:
             groups = DEFAULT_GROUPS[style]
         groups = check_positive_int(groups, 'groups')
         check_bool(dyscope, 'dyscope')
@@ -78,12 +80,16 @@ class DySample(nn.Module):
                 or not scope_factor > 0):
             raise ValueError(f'scope_factor must be a positive number, got {scope_factor!r}')
         in_channels = check_positive_int(in_channels, 'in_channels')
-        if in_channels % groups:
-            raise ValueError(f'in_channels ({in_channels}) must be divisible by groups '
-                             f'({groups})')
         if style == 'pl' and in_channels % (s * s):
-            raise ValueError(f"in_channels ({in_channels}) must be divisible by "
-                             f"scale_factor**2 ({s * s}) for style='pl'")
+            lower = in_channels // (s * s) * (s * s)
+            examples = ' or '.join(str(c) for c in (lower, lower + s * s) if c > 0)
+            raise ValueError(
+                f"in_channels ({in_channels}) must be divisible by scale_factor**2 ({s * s}) "
+                f"for style='pl' (its offsets are predicted from the pixel-shuffled map, "
+                f"in_channels / {s * s} channels); use style='lp', or a multiple of {s * s} "
+                f"channels (e.g. {examples})")
+        check_groups(in_channels, groups, 'in_channels',
+                     f", the default for style={style!r}" if default_groups else '')
 
         self.in_channels = in_channels
         self.scale_factor = s
@@ -169,9 +175,14 @@ class DySample(nn.Module):
         if size is None or size == (s * x.shape[2], s * x.shape[3]):
             weight, bias = self.projection_parameters()
             init_pos = self.initial_positions(position_dtype(x))
+            config = (s, self.groups, self.style, self.scope_factor, self.dyscope)
+            # one result, three paths: the fused CPU layer; the lean composed layer (one
+            # autograd node of PyTorch operators: other devices, the kernel switched off);
+            # the plain composition (autocast, mixed dtypes, compile, trace, export)
             if fused_layer_supported(x, weight, bias, init_pos):
-                return fused_dysample_layer(x, weight, bias, init_pos, s, self.groups,
-                                            self.style, self.scope_factor, self.dyscope)
+                return fused_dysample_layer(x, weight, bias, init_pos, *config)
+            if lean_layer_supported(x, weight, bias, init_pos):
+                return lean_dysample_layer(x, weight, bias, init_pos, *config)
             return dysample(x, self._offsets(x, init_pos, weight, bias), s, self.groups)
         return dysample_to_size(x, self.learned_offsets(x), size, s, self.groups, self.init)
 

@@ -205,3 +205,74 @@ def test_prebuild_entry_point_rejects_unknown_arguments(capsys):
     from mmdysample.ops.__main__ import main
     assert main(['--bogus']) == 2
     assert 'unknown arguments' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ rounding probe
+
+class FakeExtension:
+    """Samples by the reference path, then moves ``wrong[fused]`` outputs off by 1e-3: a
+    kernel build whose unnormalisation rounds neither as the probe's two forms do."""
+
+    def __init__(self, wrong):
+        self.wrong = wrong
+
+    def forward(self, x, offset, scale, groups, fused):
+        from mmdysample.ops.reference import grid_sample_dysample
+        out = grid_sample_dysample(x, offset, scale, groups).clone()
+        out.view(-1)[:self.wrong[fused]] += 1e-3
+        return out
+
+
+@pytest.mark.parametrize('wrong, choice, warns', [
+    ({True: 3, False: 0}, False, False),  # matches the twice-rounded form: no warning
+    ({True: 3, False: 40}, True, True),  # neither: the closer one, and one warning
+    ({True: 40, False: 3}, False, True),
+])
+def test_rounding_probe_warns_once_when_neither_rounding_reproduces_grid_sample(
+        monkeypatch, wrong, choice, warns):
+    from mmdysample.ops import sampling
+    monkeypatch.setattr(sampling, '_fused_unnormalize', {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(3):
+            assert sampling._unnormalize_rounding(FakeExtension(wrong), torch.float32) is choice
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == int(warns), messages
+    if warns:
+        for words in ('torch.float32', 'rounded once', 'rounded twice', 'last bit',
+                      'border', 'MMDYSAMPLE_FUSED=0', f'using the {"once" if choice else "twice"}'):
+            assert words in messages[0], words
+
+
+# -------------------------------------------------------------- plane size bound
+
+@pytest.mark.usefixtures('fused_extension')
+def test_plane_bound_is_the_kernels_32_bit_index_rule():
+    """The channels-last buffer is indexed with int32 and a channel block holds up to 32
+    float32 channels: H * W * 32 must stay within 2**31 - 1. Python's predicate and the C++
+    check agree at the boundary (empty batches: nothing is allocated)."""
+    from mmdysample.ops import load_extension, sampling
+    limit = sampling._MAX_PLANE
+    assert limit * 32 <= 2**31 - 1 < (limit + 1) * 32
+    assert sampling.plane_fits_kernel(1, limit) and sampling.plane_fits_kernel(limit, 1)
+    assert not sampling.plane_fits_kernel(1, limit + 1)
+    assert sampling.plane_fits_kernel(8191, 8192) and not sampling.plane_fits_kernel(8192, 8193)
+    extension = load_extension()
+    for width, fits in ((limit, True), (limit + 1, False)):
+        x, offset = torch.empty(0, 1, 1, width), torch.empty(0, 8, 1, width)
+        assert sampling.fused_supported(x, offset) is fits
+        if fits:
+            assert extension.forward(x, offset, 2, 1, True).shape == (0, 1, 2, 2 * width)
+        else:
+            with pytest.raises(RuntimeError, match="too large for the kernel's 32-bit buffer"):
+                extension.forward(x, offset, 2, 1, True)
+            with pytest.raises(RuntimeError, match="too large for the kernel's 32-bit buffer"):
+                extension.backward(torch.empty(0, 1, 2, 2 * width), x, offset, 2, 1, True,
+                                   True, True)
+
+
+def test_empty_batch_is_supported_empty_planes_are_not():
+    from mmdysample.ops import fused_supported
+    assert fused_supported(torch.empty(0, 8, 4, 5), torch.empty(0, 8, 4, 5))
+    assert not fused_supported(torch.empty(1, 8, 0, 5), torch.empty(1, 8, 0, 5))
+    assert not fused_supported(torch.empty(1, 0, 4, 5), torch.empty(1, 8, 4, 5))

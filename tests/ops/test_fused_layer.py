@@ -4,43 +4,16 @@ path's (autograd through matmul/sigmoid/grid_sample), double backward, the cases
 back to the composed path, and the memory of a training step against bilinear's."""
 import pytest
 import torch
-import torch.nn.functional as F
-from test_fused_memory import peak_bytes
+from fused_helpers import (FUSED_LAYER_NODE, VARIANTS, bilinear, compile_recording_graphs,
+                           composition, grads_of, make_layer, relative_error,
+                           training_step_peak)
 
 from mmdysample.ops import use_fused
 from mmdysample.upsamplers import build_upsampler
 
 pytestmark = pytest.mark.usefixtures('fused_extension', 'no_fused_env')
 
-VARIANTS = ['DySample', 'DySample+', 'DySample-S', 'DySample-S+']
-FUSED_NODE = '_FusedDySampleLayerBackward'
-
-
-def make_layer(name, channels, dtype=torch.float32, scope_bias=False):
-    """A layer whose offsets reach a few pixels (the paper's init keeps them ~0.01 px, where
-    bilinear sampling is nearly linear and a wrong gradient could hide)."""
-    kwargs = dict(scope_bias=True) if scope_bias else {}
-    layer = build_upsampler(dict(type=name, **kwargs), channels, 2).to(dtype)
-    with torch.no_grad():
-        for module in (layer.offset, getattr(layer, 'scope', None)):
-            if module is not None:
-                module.weight.normal_(0, 2.0 / module.weight.shape[1] ** 0.5)
-                if module.bias is not None:
-                    module.bias.normal_(0, 0.5)
-    return layer
-
-
-def grads_of(layer, x, grad_out):
-    layer.zero_grad(set_to_none=True)
-    x = x.detach().requires_grad_(True)
-    out = layer(x)
-    out.backward(grad_out)
-    named = {name: p.grad.clone() for name, p in layer.named_parameters()}
-    return out.detach(), x.grad, named, type(out.grad_fn).__name__
-
-
-def relative_error(actual, expected):
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
+FUSED_NODE = FUSED_LAYER_NODE
 
 
 @pytest.mark.parametrize('name', VARIANTS)
@@ -51,9 +24,8 @@ def test_output_bit_identical_and_gradients_match_the_composed_path(name):
     grad_out = torch.randn(2, 64, 80, 104)
     out, grad_x, grads, node = grads_of(layer, x, grad_out)
     assert node == FUSED_NODE
-    with use_fused(False):
-        ref_out, ref_grad_x, ref_grads, ref_node = grads_of(layer, x, grad_out)
-    assert ref_node != FUSED_NODE
+    ref_out, ref_grad_x, ref_grads, ref_node = grads_of(layer, x, grad_out, composition)
+    assert ref_node == 'ViewBackward0'  # grid_sample's output, reshaped: autograd's graph
     torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
     assert relative_error(grad_x, ref_grad_x) < 1e-5
     assert grads.keys() == ref_grads.keys() and len(grads) >= 2
@@ -65,9 +37,8 @@ def test_output_bit_identical_and_gradients_match_the_composed_path(name):
     layer.double()
     out64, grad_x64, grads64, node = grads_of(layer, x.double(), grad_out.double())
     assert node == FUSED_NODE
-    with use_fused(False):
-        ref_out64, ref_grad_x64, ref_grads64, _ = grads_of(layer, x.double(),
-                                                            grad_out.double())
+    ref_out64, ref_grad_x64, ref_grads64, _ = grads_of(layer, x.double(), grad_out.double(),
+                                                       composition)
     torch.testing.assert_close(out64, ref_out64, rtol=0, atol=0)
     assert relative_error(grad_x64, ref_grad_x64) < 1e-12
     for key in grads64:
@@ -157,48 +128,18 @@ def test_training_step_peak_memory_against_bilinear(threads, variants):
     torch.set_num_threads(threads)
     x = torch.randn(2, 256, 128, 128, requires_grad=True)
     grad_out = torch.randn(2, 256, 256, 256)
-
-    def bilinear():
-        F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False).backward(grad_out)
-        x.grad = None
-
-    base = peak_bytes(bilinear)
+    base = training_step_peak(bilinear, x, grad_out)
     ratios = {}
     for name in variants:
         layer = build_upsampler(dict(type=name), 256, 2)
-
-        def dysample():
-            layer(x).backward(grad_out)
-            x.grad = None
-            layer.zero_grad(set_to_none=True)
-
-        fused = peak_bytes(dysample)
+        fused = training_step_peak(layer, x, grad_out, layer)
         ratios[name] = fused / base
-        if threads == 2:
-            with use_fused(False):
-                assert fused < peak_bytes(dysample), name  # less than the composed path
+        if threads == 2:  # less than autograd through the composition
+            autograd = training_step_peak(lambda x: composition(layer, x), x, grad_out, layer)
+            assert fused < autograd, name
     # to three digits, as the benchmark reports it (DySample-S: 1.15002, the kernel's
     # per-thread 16-pixel tiles, 4 KiB, over 24 MiB of offsets, offset gradient and buffers)
     assert all(round(ratio, 3) <= MEMORY_LIMIT for ratio in ratios.values()), ratios
-
-
-def compile_recording_graphs(fn):
-    """``torch.compile(fn, fullgraph=True)`` with AOTAutograd graphs run as traced (no code
-    generation); returns the compiled function and {'forward'/'backward': op targets}."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = {}
-
-    def recorder(kind):
-        def compiler(graph_module, example_inputs):
-            graphs[kind] = {str(node.target) for node in graph_module.graph.nodes}
-            return make_boxed_func(graph_module.forward)
-        return compiler
-
-    torch._dynamo.reset()
-    backend = aot_autograd(fw_compiler=recorder('forward'), bw_compiler=recorder('backward'))
-    return torch.compile(fn, backend=backend, fullgraph=True), graphs
 
 
 @pytest.mark.parametrize('name', VARIANTS)

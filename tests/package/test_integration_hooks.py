@@ -2,9 +2,10 @@
 
 In-process tests use throw-away packages (``<name>_up.models`` patched by ``<name>_int``) so
 that every import order can be exercised without mmdet; the subprocess tests then check the
-real paths with mmdet and mmseg.
+real paths with mmengine, mmdet and mmseg.
 """
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -96,17 +97,88 @@ def test_error_in_the_integration_propagates(fake_packages):
         importlib.import_module(f'{up}.models')
 
 
+def _pending(upstream):
+    return [f.pending[upstream] for f in sys.meta_path
+            if isinstance(f, _IntegrationFinder) and upstream in f.pending]
+
+
+def test_failed_upstream_import_keeps_the_integration_pending(fake_packages):
+    """``import mmdet.models`` raising because of a missing dependency, then succeeding once
+    it is installed: the integration still runs."""
+    up, integration, tmp_path = fake_packages
+    dependency = f'{up}_dependency'
+    models_init = tmp_path / up / 'models' / '__init__.py'
+    models_init.write_text(f'import {dependency}\nfrom .necks import NECKS\n')
+    register_integrations({f'{up}.models': integration})
+    for _ in range(2):  # and a second failing attempt
+        with pytest.raises(ModuleNotFoundError, match=dependency):
+            importlib.import_module(f'{up}.models')
+        assert integration not in sys.modules
+        assert _pending(f'{up}.models') == [(integration, )]
+    (tmp_path / f'{dependency}.py').write_text('')
+    importlib.invalidate_caches()
+    assert importlib.import_module(f'{up}.models').NECKS == ['upstream', 'patched']
+    assert _pending(f'{up}.models') == []
+
+
+def test_failed_integration_runs_again_on_the_next_import(fake_packages):
+    up, integration, tmp_path = fake_packages
+    ready = tmp_path / 'ready'
+    (tmp_path / f'{integration}.py').write_text(
+        f'import os\nif not os.path.exists({str(ready)!r}):\n'
+        f'    raise RuntimeError("integration not ready")\n'
+        f'from {up}.models import necks\nnecks.NECKS.append("patched")\n')
+    register_integrations({f'{up}.models': integration})
+    with pytest.raises(RuntimeError, match='integration not ready'):
+        importlib.import_module(f'{up}.models')
+    assert f'{up}.models' not in sys.modules  # the upstream import failed with it
+    ready.write_text('')
+    assert importlib.import_module(f'{up}.models').NECKS == ['upstream', 'patched']
+    assert _pending(f'{up}.models') == []
+
+
+def test_function_entries_get_the_upstream_module(fake_packages):
+    up, integration, tmp_path = fake_packages
+    (tmp_path / f'{integration}.py').write_text(
+        'def first(module):\n    module.CALLS = [module.__name__]\n'
+        'def second(module):\n    module.CALLS.append("second")\n')
+    register_integrations({f'{up}.models': [f'{integration}:first']})
+    register_integrations({f'{up}.models': (f'{integration}:first', f'{integration}:second')})
+    assert importlib.import_module(f'{up}.models').CALLS == [f'{up}.models', 'second']
+    # already imported: at once
+    register_integrations({f'{up}.models.necks': f'{integration}:first'})
+    assert sys.modules[f'{up}.models.necks'].CALLS == [f'{up}.models.necks']
+
+
 def test_the_real_table():
-    assert INTEGRATIONS == {'mmdet.models': 'mmdysample.mmdet',
-                            'mmseg.models': 'mmdysample.mmseg'}
+    fixes = 'mmdysample.compat:fix_'
+    assert INTEGRATIONS == {
+        'mmengine.runner.checkpoint': (fixes + 'checkpoint_loading',
+                                       fixes + 'history_buffer_pickling',
+                                       fixes + 'torchvision_model_urls'),
+        'mmengine.dist.utils': (fixes + 'dist_launchers', ),
+        'mmengine.model.wrappers.distributed': (fixes + 'ddp_for_cpu_modules', ),
+        'torch._dynamo': ('mmdysample.ops.sampling:mark_compile_constants', ),
+        'mmengine.runner': ('mmdysample.engine', ),
+        'mmdet.models': ('mmdysample.mmdet', ),
+        'mmseg.models': ('mmdysample.mmseg', ),
+    }
+    for entries in INTEGRATIONS.values():  # every entry names something that exists
+        for entry in entries:
+            module_name, _, function_name = entry.partition(':')
+            if function_name:
+                assert callable(getattr(importlib.import_module(module_name), function_name))
+            else:  # not imported here: mmdysample.mmdet would import mmdet
+                assert importlib.util.find_spec(module_name) is not None, module_name
 
 
 def _run(*code: str) -> subprocess.Popen:
     """Starts a Python process running the dedented ``code`` parts one after the other."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
-    return subprocess.Popen([sys.executable, '-c', '\n'.join(map(textwrap.dedent, code))], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, '-c', '\n'.join(map(textwrap.dedent, code))],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _wait(proc: subprocess.Popen) -> str:
@@ -141,10 +213,11 @@ def show(scope, cfg, how):
 
 @pytest.mark.slow
 def test_real_import_orders_register_the_patched_modules(tmp_path):
-    """Two processes, run side by side: mmdysample imported before mmdet/mmseg (the issue's
-    one-liner, a config's custom_imports, mmengine importing mmdet.models through
-    default_scope as the Runner does, a plain script importing an mmseg class by name), and
-    mmdet/mmseg imported before mmdysample."""
+    """Two processes, run side by side: mmdysample imported before mmengine's runner and
+    mmdet/mmseg (the issue's one-liner, then a config's custom_imports finding mmdysample
+    already imported, mmengine.runner registering the hooks, mmengine importing mmdet.models
+    through default_scope as the Runner does, a plain script importing an mmseg class by
+    name), and mmdet/mmseg imported before mmdysample."""
     config = tmp_path / 'cfg.py'
     config.write_text("custom_imports = dict(imports=['mmdysample'], "
                       "allow_failed_imports=False)\n"
@@ -158,7 +231,9 @@ def test_real_import_orders_register_the_patched_modules(tmp_path):
         from mmengine.config import Config
         from mmengine.registry import HOOKS
         cfg = Config.fromfile({str(config)!r})
-        print({TASK_LIBRARIES}, type(HOOKS.build(cfg.custom_hooks[0])).__name__)
+        print({TASK_LIBRARIES}, 'RandomStateHook' in HOOKS.module_dict)
+        import mmengine.runner  # what building a Runner from the config imports
+        print(type(HOOKS.build(cfg.custom_hooks[0])).__name__)
     ''', _BUILD, '''
         show('mmdet', fpn, 'default_scope')
         from mmseg.models.decode_heads import SegformerHead
@@ -171,5 +246,5 @@ def test_real_import_orders_register_the_patched_modules(tmp_path):
         show('mmdet', fpn, 'library registry')
         show('mmseg', head, 'library registry')
     ''')
-    assert _wait(before).strip().split('\n') == ['[]', '[] RandomStateHook'] + expected
+    assert _wait(before).strip().split('\n') == ['[]', '[] False', 'RandomStateHook'] + expected
     assert _wait(after).strip().split('\n') == expected

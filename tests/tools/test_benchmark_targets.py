@@ -76,6 +76,32 @@ def test_models_time_training_and_inference_against_the_twin(benchmark_tool, tmp
     assert '| segformer | inference | DySample (fused) |' in text
 
 
+@pytest.mark.slow
+def test_fig8_measures_every_upsampler_in_segformer(benchmark_tool, tmp_path):
+    report = benchmark_tool.main(['models', '--fig8', '--upsamplers', 'FADE', 'DySample',
+                                  '--batch', '1', '--size', '64', '--flops-size', '64', '64',
+                                  '--repeats', '2', '--warmup', '0', '--threads', '1',
+                                  '--out-dir', str(tmp_path)])
+    rows = {r['label']: r for r in report['results']}
+    # bilinear first (the reference of the ratios), then the registry's order
+    assert list(rows) == ['Bilinear', 'DySample', 'FADE']
+    bilinear, dysample, fade = rows['Bilinear'], rows['DySample'], rows['FADE']
+    # the decode head's six x2 steps: DySample adds 6 x (256 * 32 + 32) parameters, FADE
+    # 6 x 47,257 (docs/guided_upsamplers.md), the upstream head none
+    assert dysample['delta_params'] == 6 * 8224 and fade['delta_params'] == 6 * 47257
+    assert bilinear['delta_params'] == 0 and dysample['flops'] > bilinear['flops']
+    assert dysample['paper_miou'] == 43.21 and bilinear['paper_miou'] == 41.68
+    for row in rows.values():
+        ratios = [a / b for a, b in zip(row['train_step_ms']['samples'],
+                                        bilinear['train_step_ms']['samples'])]
+        assert row['train_step_ratio_to_bilinear'] == statistics.median(ratios)
+        assert row['train_peak_memory_bytes'] > 0 and len(row['layer_forward_ms']['samples']) == 2
+    text = (tmp_path / 'fig8.md').read_text()
+    assert '| FADE | 43.06 | ' in text and (tmp_path / 'fig8.png').stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        benchmark_tool.parse_args(['models', '--upsamplers', 'FADE'])  # needs --fig8
+
+
 def test_kernels_off_rows_time_the_device_agnostic_path(benchmark_tool, tmp_path, monkeypatch):
     """--kernels-off adds each learned upsampler again with the C++ kernels switched off: the
     reassembly layers then run the device-agnostic path (what a device without kernels runs),

@@ -1,6 +1,11 @@
 """tools/run_table.py: one job per paper-table row, on slurm through a fake sbatch/srun/squeue
 that record their arguments, and locally end to end on the demo table (a row killed mid-run
-is resumed, not restarted)."""
+is resumed, not restarted); before anything is submitted, each row's schedule, data and
+pretrained checkpoints are listed and checked, and --fetch-weights fills the jobs' weight
+cache from a mirror (a local HTTP server here)."""
+import functools
+import hashlib
+import http.server
 import json
 import os
 import os.path as osp
@@ -8,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -66,6 +72,14 @@ def fake_slurm(tmp_path, monkeypatch):
     return record_dir
 
 
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """TORCH_HOME of this process (and of the job scripts run_table.py writes)."""
+    home = tmp_path / 'torch'
+    monkeypatch.setenv('TORCH_HOME', str(home))
+    return home
+
+
 def _recorded(record_dir, tool):
     """[(job id, arguments)] of every call of the fake ``tool``, in submission order."""
     calls = []
@@ -94,7 +108,8 @@ def test_table_6_rows_are_the_papers(run_table):
     assert [(row.label, row.backbone) for row in rows] == TABLE_6
 
 
-def test_dry_run_prints_one_job_script_per_row_of_table_6(run_table, fake_slurm, capsys):
+def test_dry_run_prints_one_job_script_per_row_of_table_6(run_table, fake_slurm, torch_home,
+                                                          capsys):
     assert run_table.main(['--table', '6', '--launcher', 'slurm', '--dry-run', '--partition',
                            'P', '--gpus', '8']) == 0
     out = capsys.readouterr().out
@@ -112,6 +127,8 @@ def test_dry_run_prints_one_job_script_per_row_of_table_6(run_table, fake_slurm,
             '-u', osp.join(REPO, 'tools', 'train.py'), osp.join(REPO, row.config),
             '--launcher', 'slurm', '--work-dir',
             osp.join(REPO, 'work_dirs', 'tables', row.name), '--resume']
+        # the jobs read the weight cache that run_table.py checked
+        assert f'\nexport TORCH_HOME={torch_home}  #' in script
     assert not submissions(fake_slurm)  # nothing submitted
     assert not osp.exists(osp.join(REPO, 'work_dirs', 'tables', rows[0].name))
 
@@ -120,13 +137,15 @@ def test_dry_run_prints_one_job_script_per_row_of_table_6(run_table, fake_slurm,
 def test_slurm_submits_each_row_once_honouring_the_resources(run_table, fake_slurm,
                                                              tmp_path, capsys):
     work = tmp_path / 'work'
+    # --force: COCO and the ResNet weights are not on this machine (see the preflight tests)
     args = ['--table', '6', '--launcher', 'slurm', '--partition', 'gpu', '--gpus', '16',
-            '--gpus-per-node', '4', '--cpus-per-task', '6', '--work-dir', str(work),
+            '--gpus-per-node', '4', '--cpus-per-task', '6', '--work-dir', str(work), '--force',
             '--cfg-options', 'train_dataloader.batch_size=4']
     rows = table_rows(run_table, '6')
     present = [row for row in rows if row.exists]
     code = run_table.main(args)
     assert code == (1 if len(present) < len(rows) else 0)  # missing configs are reported
+    assert '(went ahead anyway (--force))' in capsys.readouterr().err
     submitted = submissions(fake_slurm)
     assert [s['args'] for s in submitted] == [[str(work / row.name / 'run_table_job.sh')]
                                               for row in present]
@@ -174,7 +193,7 @@ def test_jobs_record_their_exit_code_and_finished_rows_are_skipped(run_table, fa
     monkeypatch.setenv('CPUS_PER_TASK', '2')
     monkeypatch.setenv('FAKE_SRUN_EXIT', '3')
     args = ['--table', '8', '--launcher', 'slurm', '--partition', 'p', '--work-dir',
-            str(work), '--rows', *rows]
+            str(work), '--force', '--rows', *rows]
     assert run_table.main(args) == 0
     srun_calls = [args for _, args in _recorded(fake_slurm, 'srun')]
     assert len(srun_calls) == 3
@@ -208,6 +227,11 @@ def test_jobs_record_their_exit_code_and_finished_rows_are_skipped(run_table, fa
      '--gpus (12) must be a multiple of --gpus-per-node (8)'),
     (['--table', '6', '--launcher', 'local', '--rows', 'nope'], "--rows: ['nope'] not in "
      'table 6'),
+    (['--table', '6', '--launcher', 'local', '--weights-mirror', 'http://m'],
+     '--weights-mirror is used with --fetch-weights'),
+    (['--table', '6', '--launcher', 'local', '--fetch-weights', '--weights-mirror', 'ftp://m'],
+     "--weights-mirror: weights mirror must be a URL with one of the schemes ['http', "
+     "'https', 'file']"),
 ])
 def test_bad_arguments_are_named(run_table, fake_slurm, capsys, args, message):
     with pytest.raises(SystemExit):
@@ -234,6 +258,224 @@ def test_smoke_schedule_turns_an_epoch_based_config_into_iterations(run_table, t
     assert cfg.default_hooks.checkpoint == dict(type='CheckpointHook', interval=7,
                                                 by_epoch=False)
     assert cfg.log_processor.by_epoch is False
+
+
+# ------------------------------------------- before submitting: schedule, data, weights
+R50, R101 = 'faster-rcnn_r50_fpn-nearest_1x_coco', 'faster-rcnn_r101_fpn-nearest_1x_coco'
+R50_URL = 'https://download.pytorch.org/models/resnet50-0676ba61.pth'
+R101_URL = 'https://download.pytorch.org/models/resnet101-63fe2227.pth'
+SCHEDULE_1X = ('schedule: 12 epochs, 2 images/GPU x 8 GPUs = 16 images/iteration (the '
+               "recipe's 16); validation every epoch, checkpoint every epoch")
+COCO_FILES = ('annotations/instances_train2017.json', 'train2017/',
+              'annotations/instances_val2017.json', 'val2017/')
+
+
+def coco_options(data_root):
+    """--cfg-options pointing mmdet's COCO configs at ``data_root``/coco (tools/demo.py's)."""
+    return load_tool('demo').data_root_options('coco', str(data_root))
+
+
+def make_coco(data_root):
+    for name in COCO_FILES:
+        path = data_root / 'coco' / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if name.endswith('/') else path.write_text('{}')
+
+
+def row_block(out, name):
+    """The lines printed under a row's head (its needs), up to its job script."""
+    block = out[out.index(f': {name}: '):]
+    return [line.strip() for line in block.split('#!/usr/bin/env bash')[0].splitlines()[1:]
+            if line.startswith('    ')]
+
+
+def test_dry_run_lists_each_rows_schedule_data_and_weights(run_table, fake_slurm, torch_home,
+                                                            tmp_path, capsys):
+    data = tmp_path / 'data'
+    args = ['--table', '6', '--launcher', 'slurm', '--partition', 'P', '--gpus', '8',
+            '--dry-run', '--rows', R50, R101, '--cfg-options', *coco_options(data)]
+    cache = torch_home / 'hub' / 'checkpoints'
+    assert run_table.main(args) == 0
+    out, err = capsys.readouterr()
+    for name, weights in ((R50, 'resnet50-0676ba61.pth'), (R101, 'resnet101-63fe2227.pth')):
+        assert row_block(out, name) == [SCHEDULE_1X] + [
+            f'data ({phase}): {data}/coco/{file}  missing'
+            for phase, file in zip(('train', 'train', 'val', 'val'), COCO_FILES)] + [
+            f'weights: torchvision://{weights.split("-")[0]} -> {cache / weights}  missing']
+    assert f'the jobs start in {REPO}' in out and f'weights from {cache}' in out
+    # one message at the end: each missing path once, where to get it
+    assert err.count('missing, and needed by the rows above: 4 data path(s) and 2 '
+                     'pretrained checkpoint(s)\n') == 1
+    for file in COCO_FILES:
+        assert err.count(f'{data}/coco/{file} (') == 1
+    assert f'{cache}/resnet50-0676ba61.pth (torchvision://resnet50, from {R50_URL})' in err
+    assert f'{cache}/resnet101-63fe2227.pth (torchvision://resnet101, from {R101_URL})' in err
+    assert 'download COCO 2017' in err and 'add --fetch-weights to this command' in err
+    assert '(a real run stops here; --force submits anyway)' in err
+
+    make_coco(data)
+    cache.mkdir(parents=True)
+    (cache / 'resnet50-0676ba61.pth').write_bytes(b'')
+    assert run_table.main(args) == 0
+    out, err = capsys.readouterr()
+    assert row_block(out, R50)[-1].endswith('resnet50-0676ba61.pth  present')
+    assert all(line.endswith('  present') for line in row_block(out, R50)[1:])
+    assert row_block(out, R101)[-1].endswith('resnet101-63fe2227.pth  missing')
+    assert 'missing, and needed by the rows above: 1 pretrained checkpoint(s)\n' in err
+
+    # with 4 GPUs: the recipe's batch is named
+    run_table.main(args[:7] + ['4'] + args[8:])
+    assert row_block(capsys.readouterr().out, R50)[0] == (
+        'schedule: 12 epochs, 2 images/GPU x 4 GPUs = 8 images/iteration (the recipe trains '
+        'with 16 = 8 GPUs x 2: scale the batch or the learning rate with --cfg-options); '
+        'validation every epoch, checkpoint every epoch')
+
+
+def test_submission_stops_before_sbatch_while_anything_is_missing(run_table, fake_slurm,
+                                                                  torch_home, tmp_path,
+                                                                  capsys):
+    data, work = tmp_path / 'data', tmp_path / 'work'
+    args = ['--table', '6', '--launcher', 'slurm', '--partition', 'P', '--work-dir', str(work),
+            '--rows', R50, '--cfg-options', *coco_options(data)]
+    make_coco(data)
+    (data / 'coco' / 'val2017').rmdir()
+    assert run_table.main(args) == run_table.EXIT_MISSING
+    out, err = capsys.readouterr()
+    assert not submissions(fake_slurm) and not work.exists()  # nothing submitted or written
+    assert f'{R50}: not submitted' in out
+    assert f'{data}/coco/val2017/ (val data)' in err and 'resnet50-0676ba61.pth' in err
+    assert '(nothing was submitted or run; --force goes ahead anyway)' in err
+
+    (data / 'coco' / 'val2017').mkdir()
+    cache = torch_home / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    (cache / 'resnet50-0676ba61.pth').write_bytes(b'')
+    assert run_table.main(args) == 0
+    out, err = capsys.readouterr()
+    assert len(submissions(fake_slurm)) == 1 and 'missing' not in out + err
+
+
+class MirrorServer(http.server.ThreadingHTTPServer):
+    """Serves a folder on 127.0.0.1 and records the paths asked for."""
+
+    def __init__(self, root):
+        self.requested = []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+
+            def log_request(self, *args):  # once per answer, with its status
+                server.requested.append(self.path)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(('127.0.0.1', 0), functools.partial(Handler, directory=str(root)))
+        self.url = f'http://127.0.0.1:{self.server_address[1]}'
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    root = tmp_path / 'mirror'
+    root.mkdir()
+    server = MirrorServer(root)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, root
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_fetch_weights_downloads_from_a_mirror_into_the_jobs_cache(run_table, fake_slurm,
+                                                                   torch_home, mirror,
+                                                                   tmp_path, capsys):
+    import torch
+    server, root = mirror
+    weights = {'conv1.weight': torch.randn(64, 3, 7, 7), 'fc.bias': torch.randn(1000)}
+    buffer = tmp_path / 'weights.pth'
+    torch.save(weights, buffer)
+    digest = hashlib.sha256(buffer.read_bytes()).hexdigest()
+    # a name carrying the SHA-256 prefix, as torchvision's and OpenMMLab's files do
+    name = f'backbone-{digest[:8]}.pth'
+    (root / 'mirror-of' / 'pretrain').mkdir(parents=True)
+    (root / 'mirror-of' / 'pretrain' / name).write_bytes(buffer.read_bytes())
+    data = tmp_path / 'data'
+    make_coco(data)
+    args = ['--table', '6', '--launcher', 'slurm', '--partition', 'P', '--rows', R50,
+            '--work-dir', str(tmp_path / 'work'), '--fetch-weights', '--weights-mirror',
+            f'{server.url}/mirror-of/', '--cfg-options', *coco_options(data),
+            f'model.backbone.init_cfg.checkpoint=https://weights.example.org/pretrain/{name}']
+    assert run_table.main(args) == 0
+    out = capsys.readouterr().out
+    cached = torch_home / 'hub' / 'checkpoints' / name
+    assert server.requested == [f'/mirror-of/pretrain/{name}']
+    assert (f'fetching https://weights.example.org/pretrain/{name}: {server.url}/mirror-of/'
+            f'pretrain/{name} -> {cached}') in out
+    assert cached.read_bytes() == buffer.read_bytes()
+    assert [p.name for p in cached.parent.iterdir()] == [name]  # no temporary file left
+    loaded = torch.load(cached, weights_only=True)
+    assert all(torch.equal(loaded[k], v) for k, v in weights.items())
+    assert row_block(out, R50)[-1] == f'weights: https://weights.example.org/pretrain/{name} ' \
+        f'-> {cached}  present'
+    assert len(submissions(fake_slurm)) == 1
+    # the job reads the cache that was filled
+    assert f'export TORCH_HOME={torch_home}  #' in submissions(fake_slurm)[0]['script']
+
+    # present: not fetched again (--dry-run fetches too, and prints)
+    assert run_table.main(args + ['--dry-run']) == 0
+    assert server.requested == [f'/mirror-of/pretrain/{name}']
+
+
+def test_fetch_weights_failures_leave_nothing_and_stop(run_table, fake_slurm, torch_home,
+                                                       mirror, tmp_path, capsys):
+    """A mirror that serves another file under resnet50-0676ba61.pth (the name's SHA-256
+    prefix does not match), and none for resnet101: both named, nothing cached, nothing
+    submitted, even with --force."""
+    server, root = mirror
+    (root / 'models').mkdir()
+    (root / 'models' / 'resnet50-0676ba61.pth').write_bytes(b'not the weights')
+    args = ['--table', '6', '--launcher', 'slurm', '--partition', 'P', '--rows', R50, R101,
+            '--force', '--fetch-weights', '--weights-mirror', server.url]
+    assert run_table.main(args) == run_table.EXIT_MISSING
+    err = capsys.readouterr().err
+    assert sorted(server.requested) == ['/models/resnet101-63fe2227.pth',
+                                        '/models/resnet50-0676ba61.pth']
+    assert f'downloading {server.url}/models/resnet50-0676ba61.pth' in err
+    assert 'invalid hash value (expected "0676ba61", got "' + \
+        hashlib.sha256(b'not the weights').hexdigest() in err
+    assert f'downloading {server.url}/models/resnet101-63fe2227.pth' in err
+    assert 'HTTP Error 404' in err
+    assert '2 checkpoint(s) could not be fetched (above); nothing was submitted or run' in err
+    cache = torch_home / 'hub' / 'checkpoints'
+    assert not cache.exists() or not list(cache.iterdir())
+    assert not submissions(fake_slurm)
+
+
+@pytest.mark.slow
+def test_each_tables_schedule_is_its_metafiles(run_table):
+    """The schedule the tool reads from each folder's first paper-table config (its other
+    configs only change the upsampler: tests/configs) against the metafile's Epochs /
+    Iterations and Batch Size (all GPUs): the recipe's GPUs are a whole number."""
+    import yaml
+    seen = {}
+    for table_id in ('1', '4', '5', '6', '7', '8', '9'):
+        for row in table_rows(run_table, table_id):
+            seen.setdefault(row.folder, row)
+    assert sorted(seen) == ['depth', 'faster_rcnn', 'mask_rcnn', 'maskformer', 'panoptic_fpn',
+                            'segformer']
+    for folder, row in seen.items():
+        with open(osp.join(REPO, 'configs', folder, 'metafile.yml')) as f:
+            (meta, ) = [m['Metadata'] for m in yaml.safe_load(f)['Models']
+                        if m['Config'] == row.config]
+        job = run_table.Job(row, '/w', ['--work-dir', '/w'])
+        schedule = run_table.row_needs(job).schedule
+        unit = 'epochs' if 'Epochs' in meta else 'iterations'
+        assert (schedule.unit, schedule.length) == (unit, meta.get('Epochs',
+                                                                   meta.get('Iterations'))), row
+        recipe = meta.get('Batch Size', 16)  # mmdet's metafiles: auto_scale_lr's 16
+        assert schedule.recipe_batch == recipe, row
+        assert recipe % schedule.batch_per_gpu == 0, row
 
 
 # ------------------------------------------------------------------ local, end to end

@@ -279,6 +279,36 @@ def test_baseline_shapes(name, make, scale, size):
     assert out.shape == (1, 6, scale * size[0], scale * size[1])
 
 
+UPSTREAM_DEFAULTS = {  # name -> upstream's computation (the upsampler's definition)
+    'nearest': lambda layer, x: F.interpolate(x, scale_factor=layer.scale_factor),
+    'bilinear': lambda layer, x: F.interpolate(x, scale_factor=layer.scale_factor,
+                                               mode='bilinear', align_corners=False),
+    'deconv': lambda layer, x: torch.nn.ConvTranspose2d.forward(layer, x),
+    'pixel_shuffle': lambda layer, x: F.pixel_shuffle(layer.upsample_conv(x), layer.scale_factor),
+}
+
+
+@pytest.mark.parametrize('name', list(UPSTREAM_DEFAULTS))
+@pytest.mark.parametrize('scale', [2, 3])
+def test_empty_batch_forward_and_backward(name, scale):
+    """B=0: the empty tensor upstream's computation returns (shape and dtype), and a backward
+    giving x's gradient of x's shape and every parameter a zero gradient (pixel shuffle's own
+    backward fails there: PyTorch's CPU pixel_unshuffle of zero elements keeps its input's
+    shape)."""
+    layer = dict(BASELINES)[name](6, scale)
+    x = torch.randn(0, 6, 5, 7, requires_grad=True)
+    out = layer(x)
+    upstream = UPSTREAM_DEFAULTS[name](layer, x.detach())
+    assert out.shape == upstream.shape == (0, 6, 5 * scale, 7 * scale)
+    assert out.dtype == upstream.dtype
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    for parameter_name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and not parameter.grad.any(), parameter_name
+    if isinstance(layer, Interpolate):
+        assert layer(x, size=(11, 9)).shape == (0, 6, 11, 9)
+
+
 @pytest.mark.parametrize('name, make', BASELINES)
 def test_baseline_gradcheck(name, make):
     layer = make(2, 2).double()

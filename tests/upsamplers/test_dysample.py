@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
 
+from mmdysample.ops import use_fused
 from mmdysample.upsamplers import DySample, upsample
 
 from .reference_dysample import (ReferenceDySample, dysample_to_size_scalar_loop,
@@ -55,13 +56,14 @@ def pair(style, dyscope, scale, groups=None, **knobs):
 @pytest.mark.parametrize('style, dyscope', VARIANTS)
 @pytest.mark.parametrize('scale', [2, 3, 4])
 @pytest.mark.parametrize('batch', [1, 2])
-def test_matches_reference_formulation(style, dyscope, scale, batch):
+@pytest.mark.parametrize('fused', [True, False])  # the CPU layer; the lean composed layer
+def test_matches_reference_formulation(style, dyscope, scale, batch, fused):
     reference, ours, channels = pair(style, dyscope, scale)
     reference.double()
     ours.double()
     height, width = 5, 7
     x = torch.randn(batch, channels, height, width, dtype=torch.float64)
-    with torch.no_grad():
+    with torch.no_grad(), use_fused(fused):
         expected = reference(x)
         out = ours(x)
         # the weights must push points across the border, or border padding goes untested
@@ -77,7 +79,7 @@ def test_matches_reference_formulation(style, dyscope, scale, batch):
     # float32 to float rounding
     reference.float()
     ours.float()
-    with torch.no_grad():
+    with torch.no_grad(), use_fused(fused):
         out32 = ours(x.float())
     assert out32.dtype == torch.float32
     torch.testing.assert_close(out32.double(), expected, atol=2e-5, rtol=0)
@@ -172,6 +174,38 @@ def test_one_pixel_input(style, dyscope):
     with torch.no_grad():
         out = layer(x)
     torch.testing.assert_close(out, x.expand(2, 72, 3, 3), atol=0, rtol=0)
+
+
+EMPTY_BATCH_PATHS = {  # path -> the autograd node of the layer's output
+    'fused': '_FusedDySampleLayerBackward',  # the CPU layer
+    'lean': '_LeanDySampleLayerBackward',  # the composed layer (CUDA; kernel off)
+    'autocast': '_FusedSampleBackward',  # projection under autocast, then the sampling
+    'size': 'ViewBackward0',  # forward(x, size) at an odd size
+}
+
+
+@pytest.mark.parametrize('style, dyscope', VARIANTS)
+@pytest.mark.parametrize('path', list(EMPTY_BATCH_PATHS))
+def test_empty_batch_forward_and_backward(style, dyscope, path):
+    """B=0 (e.g. a detector's mask head without RoIs): the empty tensor upstream's default
+    (bilinear interpolation) returns, and a backward giving x's gradient of x's shape and
+    every parameter a zero gradient."""
+    layer = randomise(DySample(16, 2, style=style, dyscope=dyscope))
+    x = torch.randn(0, 16, 5, 7, requires_grad=True)
+    size = (11, 9) if path == 'size' else (10, 14)
+    with use_fused(path != 'lean'), torch.autocast('cpu', torch.bfloat16,
+                                                   enabled=path == 'autocast'):
+        out = layer(x, size=size) if path == 'size' else layer(x)
+    upstream = F.interpolate(x.detach(), size=size, mode='bilinear', align_corners=False)
+    assert out.shape == upstream.shape and out.dtype == upstream.dtype
+    assert type(out.grad_fn).__name__ == EMPTY_BATCH_PATHS[path]
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.shape == parameter.shape, name
+        assert not parameter.grad.any(), name
+    offsets = (0, 2 * layer.groups * 4, 5, 7)
+    assert layer.learned_offsets(x).shape == offsets == layer.sampling_offsets(x).shape
 
 
 def test_default_groups_are_the_papers():
@@ -430,9 +464,20 @@ def test_low_precision_error_is_the_output_rounding_at_fpn_sizes(style, dyscope)
 
 @pytest.mark.parametrize('kwargs, exc, pattern', [
     (dict(in_channels=10, groups=4), ValueError,
-     r'in_channels \(10\) must be divisible by groups \(4\)'),
+     r'in_channels \(10\) must be divisible by groups \(4\); pass groups= one of the '
+     r'divisors of 10: 1, 2, 5, 10$'),
+    (dict(in_channels=30), ValueError,
+     r"in_channels \(30\) must be divisible by groups \(4, the default for style='lp'\); "
+     r'pass groups= one of the divisors of 30: 1, 2, 3, 5, 6, 10, 15, 30$'),
     (dict(in_channels=12, style='pl'), ValueError,
-     r'in_channels \(12\) must be divisible by groups \(8\)'),
+     r"in_channels \(12\) must be divisible by groups \(8, the default for style='pl'\); "
+     r'pass groups= one of the divisors of 12: 1, 2, 3, 4, 6, 12$'),
+    (dict(in_channels=30, style='pl'), ValueError,
+     r"in_channels \(30\) must be divisible by scale_factor\*\*2 \(4\) for style='pl' "
+     r"\(its offsets are predicted from the pixel-shuffled map, in_channels / 4 channels\); "
+     r"use style='lp', or a multiple of 4 channels \(e.g. 28 or 32\)$"),
+    (dict(in_channels=5, style='pl', scale_factor=3, groups=1), ValueError,
+     r"in_channels \(5\) must be divisible by scale_factor\*\*2 \(9\) .*\(e.g. 9\)$"),
     (dict(in_channels=16, style='pl', scale_factor=3), ValueError,
      r"in_channels \(16\) must be divisible by scale_factor\*\*2 \(9\) for style='pl'"),
     (dict(in_channels=72, style='pl', scale_factor=4), ValueError,

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from mmdysample.functional import (carafe, check_feature, check_scale_factor, dysample,
                                    dysample_to_size, init_sampling_positions, sampling_grid)
+from mmdysample.ops import use_fused
 
 from .reference_carafe import carafe_naive
 from .reference_dysample import (dysample_scalar_loop, dysample_to_size_scalar_loop,
@@ -245,7 +246,8 @@ def test_dysample_gradient_is_zero_for_clamped_offsets():
     (lambda: dysample(torch.zeros(1, 4, 3, 3), torch.zeros(8, 3, 3), 2, 1), ValueError,
      r'offset must be a 4-D tensor'),
     (lambda: dysample(torch.zeros(1, 6, 3, 3), torch.zeros(1, 32, 3, 3), 2, 4), ValueError,
-     r'channels of x \(6\) must be divisible by groups \(4\)'),
+     r'channels of x \(6\) must be divisible by groups \(4\); pass groups= one of the '
+     r'divisors of 6: 1, 2, 3, 6$'),
     (lambda: dysample(torch.zeros(1, 4, 3, 3), torch.zeros(1, 8, 3, 3), 1.5, 1), ValueError,
      r'scale_factor must be an integer >= 2'),
     (lambda: dysample(torch.zeros(1, 4, 3, 3), torch.zeros(1, 8, 3, 3), 2, 0), ValueError,
@@ -254,6 +256,24 @@ def test_dysample_gradient_is_zero_for_clamped_offsets():
 def test_dysample_rejects_bad_input(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_dysample_and_dysample_to_size_take_an_empty_batch(fused):
+    """B=0: empty outputs of the right shape and x's dtype; the backward gives gradients of
+    the inputs' shapes (the fused kernel and the lean reference sampling; the odd-size path,
+    whose layout change once went through pixel_shuffle, whose CPU backward returns the wrong
+    shape for zero elements)."""
+    x = torch.randn(0, 6, 5, 7, requires_grad=True)
+    offset = torch.randn(0, 2 * 3 * 4, 5, 7, requires_grad=True)
+    with use_fused(fused):
+        outputs = [dysample(x, offset, 2, 3), dysample_to_size(x, offset, (11, 9), 2, 3),
+                   dysample_to_size(x, offset, (10, 14), 2, 3)]
+    for out, shape in zip(outputs, [(0, 6, 10, 14), (0, 6, 11, 9), (0, 6, 10, 14)]):
+        assert out.shape == shape and out.dtype == x.dtype
+        out.sum().backward()
+        assert x.grad.shape == x.shape and offset.grad.shape == offset.shape
+        x.grad = offset.grad = None
 
 
 # --------------------------------------------------------------- dysample_to_size

@@ -39,6 +39,12 @@
 namespace {
 
 constexpr int64_t kTilePixels = 16;  // output pixels per transposed tile
+// Widest channel block (see `dispatch`: 32 floats; doubles take 16). The channels-last buffer
+// is indexed with int32 (RowPoints::base = (y0 * W + x0) * CB), so the kernel takes planes of
+// at most INT32_MAX / kMaxBlock points (check_inputs; Python's mmdysample.ops.sampling
+// sends larger planes to the reference path by the same rule).
+constexpr int kMaxBlock = 32;
+constexpr int64_t kMaxPlane = std::numeric_limits<int32_t>::max() / kMaxBlock;
 
 // a * b + c, one rounding where the build targets FMA hardware
 template <typename T>
@@ -428,8 +434,9 @@ Shape check_inputs(const at::Tensor& x, const at::Tensor& offset, int64_t scale,
               "offset must have shape (B, 2 * groups * scale * scale, H, W)");
   TORCH_CHECK(offset.is_contiguous(), "offset must be contiguous");
   strides_of(x, "x");  // x: NCHW or channels_last
-  TORCH_CHECK(shape.plane() * 16 < std::numeric_limits<int32_t>::max(),
-              "input plane too large for 32-bit buffer indices");
+  TORCH_CHECK(shape.plane() <= kMaxPlane, "fused DySample sampling: the input plane H * W = ",
+              shape.plane(), " is too large for the kernel's 32-bit buffer indices (at most ",
+              kMaxPlane, " points)");
   return shape;
 }
 
@@ -619,7 +626,7 @@ void dispatch(const at::Tensor& x, const Shape& shape, int64_t max_block, Fn&& f
   } else if (group_channels <= 2 * vector || max_block <= 2 * vector) {
     dispatch_block<16, 8>(x.scalar_type(), fn);
   } else {
-    dispatch_block<32, 16>(x.scalar_type(), fn);
+    dispatch_block<kMaxBlock, kMaxBlock / 2>(x.scalar_type(), fn);
   }
 }
 
