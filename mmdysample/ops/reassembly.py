@@ -6,7 +6,8 @@ Three operations, each the gradient of the other two (``x`` ``(B, C, H, W)``, ``
 ``(P // s + dy - k // 2, Q // s + dx - k // 2)``, zero outside the map; channel ``c`` uses the
 kernels of group ``c // (C / G)``):
 
-* :func:`reassemble` ``(x, masks) -> out``: ``out[c, P, Q] = sum_m x[c, nb_m] * masks[g k^2 + m, P, Q]``;
+* :func:`reassemble` ``(x, masks) -> out``:
+  ``out[c, P, Q] = sum_m x[c, nb_m] * masks[g k^2 + m, P, Q]``;
 * ``feature_grad`` ``(grad_out, masks) -> grad_x``: the transposed map, ``reassemble``'s
   gradient wrt ``x``;
 * ``mask_grad`` ``(grad_out, x) -> grad_masks``: ``sum_{c in g} grad_out[c, P, Q] * x[c, nb_m]``,
@@ -45,11 +46,11 @@ import torch
 import torch.nn.functional as F
 
 from .extension import load_extension
-from .sampling import _fused_wanted_and_built, fused_supported
+from .sampling import _capturing_graph, _fused_wanted_and_built, _plain, fused_supported
 
 __all__ = [
     'reassemble', 'similarity', 'reassemble_unfold', 'similarity_unfold', 'pixel_shuffle',
-    'needs_standard_operators', 'MMCV_MAX_MASK_CHANNELS', 'GENERIC_CHUNK_FRACTION'
+    'MMCV_MAX_MASK_CHANNELS', 'GENERIC_CHUNK_FRACTION'
 ]
 
 #: mmcv's CUDA CARAFE kernels keep ``G * k * k`` mask values per pixel for 16 pixels in a
@@ -62,20 +63,12 @@ GENERIC_CHUNK_FRACTION = 8
 
 # ------------------------------------------------------------------- plain formulation
 
-def needs_standard_operators(*tensors: torch.Tensor) -> bool:
-    """Whether the call must be expressed in standard operators: ``torch.jit`` tracing or
-    scripting, ONNX export, ``torch.export``, vmap/grad transforms and tensor subclasses
-    (``torch.compile`` is not one: its FakeTensors take the custom ops)."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return True
-    if torch.compiler.is_exporting():
-        return True
-    if torch.compiler.is_compiling():
-        return False
-    if not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors):
-        return True
-    is_wrapped = getattr(torch._C._functorch, 'is_functorch_wrapped_tensor', None)
-    return is_wrapped is not None and any(is_wrapped(t) for t in tensors)
+def _standard_operators_only(*tensors: torch.Tensor) -> bool:
+    """Graphs that must be made of standard operators: ``torch.jit`` tracing or scripting,
+    ONNX export, ``torch.export``, vmap/grad transforms and tensor subclasses
+    (``torch.compile`` is not one: its FakeTensors take the custom ops or the
+    device-agnostic path, which dynamo traces)."""
+    return _capturing_graph() or not (torch.compiler.is_compiling() or _plain(*tensors))
 
 
 def reassemble_unfold(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
@@ -392,7 +385,8 @@ _mask_grad_op.register_autograd(_mask_grad_op_backward, setup_context=_setup)
 
 def _kernel_applies(a: torch.Tensor, b: torch.Tensor) -> bool:
     """The CPU kernel: the fused DySample kernel's rules (CPU, one float32/float64 dtype,
-    eager or torch.compile, non-empty) and switches, and a successful build."""
+    eager or torch.compile, no empty channel or spatial dimension, not traced or exported)
+    and switches, and a successful build."""
     return fused_supported(a, b) and _fused_wanted_and_built()
 
 
@@ -430,11 +424,11 @@ def reassemble(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, gr
     Returns:
         ``(B, C, s*H, s*W)`` in ``features``' dtype.
     """
-    if needs_standard_operators(features, masks):
-        return reassemble_unfold(features, masks, kernel_size, groups, scale)
     if _kernel_applies(features, masks):
         apply = _reassemble_op if torch.compiler.is_compiling() else KernelReassemble.apply
         return apply(features, masks, kernel_size, groups, scale)
+    if _standard_operators_only(features, masks):
+        return reassemble_unfold(features, masks, kernel_size, groups, scale)
     if _mmcv_applies(features, kernel_size, groups):
         carafe = mmcv_carafe()
         if carafe is not None:
@@ -457,9 +451,9 @@ def similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
         ``(B, k * k, s*H, s*W)``; channel ``dy * k + dx`` is the neighbour
         ``(P // s + dy - k // 2, Q // s + dx - k // 2)``.
     """
-    if needs_standard_operators(query, key):
-        return similarity_unfold(query, key, kernel_size, scale)
     if _kernel_applies(query, key):
         apply = _mask_grad_op if torch.compiler.is_compiling() else KernelMaskGrad.apply
         return apply(query, key, kernel_size, 1, scale)
+    if _standard_operators_only(query, key):
+        return similarity_unfold(query, key, kernel_size, scale)
     return GenericMaskGrad.apply(query, key, kernel_size, 1, scale)
