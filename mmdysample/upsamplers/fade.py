@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..functional import carafe, check_positive_int
 from .builder import register_upsampler
 from .conv import check_odd_kernel
-from .guided import GuidedUpsampler, softmax_kernels
+from .guided import GuidedUpsampler, pointwise_conv, softmax_kernels
 
 
 @register_upsampler('FADE')
@@ -74,8 +74,8 @@ class FADE(GuidedUpsampler):
 
     def kernels(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Normalised reassembly kernels ``(B, k^2, s*H, s*W)`` (semi-shift convolution)."""
-        from_guide = self.content_encoder(self.compress_guide(guide))
-        from_x = self.content_encoder(self.compress_x(x))
+        from_guide = self.content_encoder(pointwise_conv(guide, self.compress_guide))
+        from_x = self.content_encoder(pointwise_conv(x, self.compress_x))
         from_x = F.interpolate(from_x, scale_factor=self.scale_factor, mode='nearest')
         return softmax_kernels(from_guide + from_x)
 

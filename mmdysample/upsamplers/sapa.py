@@ -24,7 +24,7 @@ from ..ops.reassembly import similarity
 from .builder import register_upsampler
 from .conv import check_odd_kernel
 from .guided import (GROUP_NORM_GROUPS, GuidedUpsampler, check_group_norm_channels,
-                     softmax_kernels)
+                     group_norm_pointwise_conv, pointwise_conv, softmax_kernels)
 
 
 def similarity_logits(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
@@ -100,12 +100,15 @@ class SAPA_B(GuidedUpsampler):
                 nn.init.zeros_(conv.bias)
 
     def kernels(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        """Normalised reassembly kernels ``(B, K^2, s*H, s*W)``."""
+        """Normalised reassembly kernels ``(B, K^2, s*H, s*W)``. (GroupNorm and the 1x1
+        projections are computed together, without the normalised tensors:
+        :func:`~mmdysample.upsamplers.guided.group_norm_pointwise_conv`.)"""
         if self.norm:
-            x, guide = self.norm_x(x), self.norm_guide(guide)
-        logits = similarity_logits(self.query(guide), self.key(x), self.up_kernel,
-                                   self.scale_factor)
-        return softmax_kernels(logits)
+            query = group_norm_pointwise_conv(guide, self.norm_guide, self.query)
+            key = group_norm_pointwise_conv(x, self.norm_x, self.key)
+        else:
+            query, key = pointwise_conv(guide, self.query), pointwise_conv(x, self.key)
+        return softmax_kernels(similarity_logits(query, key, self.up_kernel, self.scale_factor))
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         self.check_inputs(x, guide)
