@@ -86,9 +86,9 @@ class _GroupNormPointwiseConv(torch.autograd.Function):
     def forward(ctx, x, gamma, beta, weight, bias, groups, eps):
         B, C, H, W = x.shape
         flat = x.reshape(B, C, H * W)
-        var, mean = torch.var_mean(flat.view(B, groups, C // groups * H * W), dim=2,
-                                   unbiased=False)
-        rstd = torch.rsqrt(var + eps)
+        # GroupNorm's own statistics, (B, G) (its vectorised moments: var_mean's generic
+        # reduction took 3x the time); the normalised tensor it returns is dropped at once
+        _, mean, rstd = torch.native_group_norm(x, None, None, B, C, H * W, groups, eps)
         scale, shift = _GroupNormPointwiseConv.affine(gamma, beta, mean, rstd, C // groups)
         matrix = weight.view(weight.shape[0], C)
         offset = shift @ matrix.T if bias is None else torch.addmm(bias, shift, matrix.T)
