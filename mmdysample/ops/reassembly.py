@@ -251,50 +251,63 @@ def kernel_mask_grad(grad_out, features, kernel_size, groups, scale):
 
 # ------------------------------------------------------------------- autograd family
 
+def _family_backwards(family: Callable[[], tuple]):
+    """The backward of each of (reassemble, feature_grad, mask_grad) in terms of the others:
+    ``family()`` returns the three callables ``(tensor_a, tensor_b, kernel_size, groups,
+    scale) -> tensor`` to use (differentiable themselves, so that ``create_graph=True`` stays
+    in the family). ``ctx`` holds the two tensor inputs (saved) and ``config`` (the rest)."""
+
+    def reassemble_backward(ctx, grad):  # inputs (features, masks)
+        features, masks = ctx.saved_tensors
+        _, feature_grad, mask_grad = family()
+        need_features, need_masks = ctx.needs_input_grad[:2]
+        return (feature_grad(grad, masks, *ctx.config) if need_features else None,
+                mask_grad(grad, features, *ctx.config) if need_masks else None,
+                None, None, None)
+
+    def feature_grad_backward(ctx, grad):  # inputs (grad_out, masks)
+        grad_out, masks = ctx.saved_tensors
+        reassemble, _, mask_grad = family()
+        need_grad_out, need_masks = ctx.needs_input_grad[:2]
+        return (reassemble(grad, masks, *ctx.config) if need_grad_out else None,
+                mask_grad(grad_out, grad, *ctx.config) if need_masks else None,
+                None, None, None)
+
+    def mask_grad_backward(ctx, grad):  # inputs (grad_out, features)
+        grad_out, features = ctx.saved_tensors
+        reassemble, feature_grad, _ = family()
+        need_grad_out, need_features = ctx.needs_input_grad[:2]
+        return (reassemble(features, grad, *ctx.config) if need_grad_out else None,
+                feature_grad(grad_out, grad, *ctx.config) if need_features else None,
+                None, None, None)
+
+    return reassemble_backward, feature_grad_backward, mask_grad_backward
+
+
+def _save(ctx, a, b, config):
+    ctx.save_for_backward(a, b)
+    ctx.config = tuple(config)
+
+
 def _autograd_family(name: str, reassemble_fn: Callable, feature_grad_fn: Callable,
                      mask_grad_fn: Callable):
     """Three ``autograd.Function`` classes over one implementation, ``{name}Reassemble``,
-    ``{name}FeatureGrad`` and ``{name}MaskGrad``, each differentiated by the others (so that
-    ``create_graph=True`` stays in the family). Arguments:
-    ``(tensor_a, tensor_b, kernel_size, groups, scale)``; only the two tensors are saved."""
+    ``{name}FeatureGrad`` and ``{name}MaskGrad``, each differentiated by the others.
+    Arguments: ``(tensor_a, tensor_b, kernel_size, groups, scale)``; only the two tensors are
+    saved."""
+    classes = []
+    backwards = _family_backwards(lambda: tuple(cls.apply for cls in classes))
+    for suffix, fn, backward in zip(('Reassemble', 'FeatureGrad', 'MaskGrad'),
+                                    (reassemble_fn, feature_grad_fn, mask_grad_fn), backwards):
 
-    def forward_of(fn):
-        def forward(ctx, a, b, kernel_size, groups, scale):
-            ctx.save_for_backward(a, b)
-            ctx.config = (kernel_size, groups, scale)
-            return fn(a, b, kernel_size, groups, scale)
-        return staticmethod(forward)
+        def forward(ctx, a, b, kernel_size, groups, scale, _fn=fn):
+            _save(ctx, a, b, (kernel_size, groups, scale))
+            return _fn(a, b, kernel_size, groups, scale)
 
-    def reassemble_backward(ctx, grad):  # (features, masks)
-        features, masks = ctx.saved_tensors
-        need_features, need_masks = ctx.needs_input_grad[:2]
-        return (FeatureGrad.apply(grad, masks, *ctx.config) if need_features else None,
-                MaskGrad.apply(grad, features, *ctx.config) if need_masks else None,
-                None, None, None)
-
-    def feature_grad_backward(ctx, grad):  # (grad_out, masks)
-        grad_out, masks = ctx.saved_tensors
-        need_grad_out, need_masks = ctx.needs_input_grad[:2]
-        return (Reassemble.apply(grad, masks, *ctx.config) if need_grad_out else None,
-                MaskGrad.apply(grad_out, grad, *ctx.config) if need_masks else None,
-                None, None, None)
-
-    def mask_grad_backward(ctx, grad):  # (grad_out, features)
-        grad_out, features = ctx.saved_tensors
-        need_grad_out, need_features = ctx.needs_input_grad[:2]
-        return (Reassemble.apply(features, grad, *ctx.config) if need_grad_out else None,
-                FeatureGrad.apply(grad_out, grad, *ctx.config) if need_features else None,
-                None, None, None)
-
-    def function(suffix, fn, backward):
-        return type(name + suffix, (torch.autograd.Function, ),
-                    dict(forward=forward_of(fn), backward=staticmethod(backward),
-                         __module__=__name__))
-
-    Reassemble = function('Reassemble', reassemble_fn, reassemble_backward)
-    FeatureGrad = function('FeatureGrad', feature_grad_fn, feature_grad_backward)
-    MaskGrad = function('MaskGrad', mask_grad_fn, mask_grad_backward)
-    return Reassemble, FeatureGrad, MaskGrad
+        classes.append(type(name + suffix, (torch.autograd.Function, ),
+                            dict(forward=staticmethod(forward), backward=staticmethod(backward),
+                                 __module__=__name__)))
+    return tuple(classes)
 
 
 KernelReassemble, KernelFeatureGrad, KernelMaskGrad = _autograd_family(
@@ -348,37 +361,13 @@ def _(grad_out, features, kernel_size, groups, scale):
 
 
 def _setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], inputs[1])
-    ctx.config = tuple(inputs[2:])
+    _save(ctx, inputs[0], inputs[1], inputs[2:])
 
 
-def _reassemble_op_backward(ctx, grad):
-    features, masks = ctx.saved_tensors
-    need_features, need_masks = ctx.needs_input_grad[:2]
-    return (_feature_grad_op(grad, masks, *ctx.config) if need_features else None,
-            _mask_grad_op(grad, features, *ctx.config) if need_masks else None,
-            None, None, None)
-
-
-def _feature_grad_op_backward(ctx, grad):
-    grad_out, masks = ctx.saved_tensors
-    need_grad_out, need_masks = ctx.needs_input_grad[:2]
-    return (_reassemble_op(grad, masks, *ctx.config) if need_grad_out else None,
-            _mask_grad_op(grad_out, grad, *ctx.config) if need_masks else None,
-            None, None, None)
-
-
-def _mask_grad_op_backward(ctx, grad):
-    grad_out, features = ctx.saved_tensors
-    need_grad_out, need_features = ctx.needs_input_grad[:2]
-    return (_reassemble_op(features, grad, *ctx.config) if need_grad_out else None,
-            _feature_grad_op(grad_out, grad, *ctx.config) if need_features else None,
-            None, None, None)
-
-
-_reassemble_op.register_autograd(_reassemble_op_backward, setup_context=_setup)
-_feature_grad_op.register_autograd(_feature_grad_op_backward, setup_context=_setup)
-_mask_grad_op.register_autograd(_mask_grad_op_backward, setup_context=_setup)
+for _op, _backward in zip(
+        (_reassemble_op, _feature_grad_op, _mask_grad_op),
+        _family_backwards(lambda: (_reassemble_op, _feature_grad_op, _mask_grad_op))):
+    _op.register_autograd(_backward, setup_context=_setup)
 
 
 # ------------------------------------------------------------------------- dispatch
