@@ -49,7 +49,8 @@ def _as_matrix_products(x: torch.Tensor, *parameters: Optional[torch.Tensor]) ->
         return False
     if x.dtype not in (torch.float32, torch.float64):
         return False
-    if torch.is_autocast_enabled(x.device.type):
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         return False
     return all(p is None or p.dtype == x.dtype for p in parameters)
 
