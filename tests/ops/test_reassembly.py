@@ -5,7 +5,7 @@ in float32 and float64; the autograd family (gradients, double backward); the di
 torch.compile; mmcv's CUDA branch through a CPU stand-in."""
 import pytest
 import torch
-from test_fused_layer import compile_recording_graphs
+from fused_helpers import compile_recording_graphs
 from upsamplers.reference_carafe import carafe_naive
 from upsamplers.reference_guided import similarity_loops
 
