@@ -44,7 +44,7 @@
 
 #include "ops.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && (defined(__FMA__) || defined(_MSC_VER))  // MSVC: /arch:AVX2 has FMA
 #include <immintrin.h>
 #endif
 
@@ -65,7 +65,7 @@ struct Simd {
   static V add(V a, V b) { return a + b; }
 };
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && (defined(__FMA__) || defined(_MSC_VER))  // MSVC: /arch:AVX2 has FMA
 template <>
 struct Simd<float> {
   using V = __m256;
