@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .ops import grid_sample_dysample, sample_fused_or_reference, sampling_grid
+from .ops.reassembly import reassemble
 
 __all__ = [
     'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature', 'check_size',
@@ -283,7 +284,7 @@ def dysample_to_size(x: torch.Tensor, offset: torch.Tensor, size, scale_factor: 
 
 def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_size: int,
            scale_factor: int) -> torch.Tensor:
-    """CARAFE feature reassembly in plain PyTorch (same semantics as ``mmcv.ops.carafe``).
+    """CARAFE feature reassembly (same semantics as ``mmcv.ops.carafe``), on every device.
 
     Output pixel ``(p, q)`` of channel ``c`` is the weighted sum of the ``k x k`` input
     neighbourhood centred on ``(p // s, q // s)`` (zero outside the map), with the weights
@@ -293,25 +294,30 @@ def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_
     Args:
         features: ``(B, C, H, W)``.
         masks: ``(B, group_size * k * k, s * H, s * W)`` reassembly kernels (normalised by
-            the caller, e.g. softmax over each group's ``k * k`` weights).
+            the caller, e.g. softmax over each group's ``k * k`` weights); used in
+            ``features``' dtype.
         kernel_size: odd ``k``.
         group_size: number of kernel groups; ``C`` must be divisible by it.
         scale_factor: integer ``s >= 2``.
 
     Returns:
-        ``(B, C, s * H, s * W)``.
+        ``(B, C, s * H, s * W)`` in ``features``' dtype.
 
-    The neighbourhoods are gathered at low resolution (``unfold``) and combined with the
-    ``s * s`` kernels of each input pixel by one batched contraction, so memory grows with
-    ``C * k * k * H * W`` rather than with the upsampled size.
+    No unfolded tensor is made (:func:`mmdysample.ops.reassembly.reassemble`): CPU
+    float32/float64 tensors take the C++ kernel (forward and backward), CUDA tensors mmcv's
+    CARAFE kernel where ``mmcv.ops`` imports, everything else a device-agnostic path whose
+    memory stays within a fraction of the output; traced and exported graphs get
+    ``F.unfold`` and one ``einsum`` (standard operators).
     """
     s = check_scale_factor(scale_factor)
     check_feature(features, 'features')
     check_feature(masks, 'masks')
-    if kernel_size < 1 or kernel_size % 2 == 0:
+    if (isinstance(kernel_size, bool) or not isinstance(kernel_size, Integral)
+            or kernel_size < 1 or kernel_size % 2 == 0):
         raise ValueError(f'kernel_size must be a positive odd integer, got {kernel_size!r}')
     B, C, H, W = features.shape
-    if group_size < 1 or C % group_size:
+    if (isinstance(group_size, bool) or not isinstance(group_size, Integral) or group_size < 1
+            or C % group_size):
         raise ValueError(f'channels of features ({C}) must be divisible by group_size '
                          f'({group_size})')
     k2 = kernel_size * kernel_size
@@ -319,8 +325,7 @@ def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_
     if tuple(masks.shape) != expected:
         raise ValueError(f'masks must have shape (B, group_size * k * k, s * H, s * W) = '
                          f'{expected}, got {tuple(masks.shape)}')
-    neighbours = F.unfold(features, kernel_size, padding=kernel_size // 2)
-    neighbours = neighbours.view(B, group_size, C // group_size, k2, H, W)
-    kernels = masks.view(B, group_size, k2, H, s, W, s).to(features.dtype)
-    out = torch.einsum('bgckhw,bgkhiwj->bgchiwj', neighbours, kernels)
-    return out.reshape(B, C, s * H, s * W)
+    for name, t in (('features', features), ('masks', masks)):
+        if not t.is_floating_point():
+            raise TypeError(f'{name} must be a floating-point tensor, got {t.dtype}')
+    return reassemble(features, masks.to(features.dtype), int(kernel_size), int(group_size), s)

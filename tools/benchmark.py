@@ -29,10 +29,12 @@ formulation (:func:`authors_formulation`: 1x1 ``conv2d`` projections, then ``F.g
 checked equal to the layer's output first) and adds the layer's speed-up over it;
 ``--compile`` adds the variants under ``torch.compile``; ``--components``
 adds the parts of a DySample layer: the sampling op alone on precomputed offsets and the
-offset branch alone. Outputs (``--out-dir``): ``benchmark.md`` (also printed),
-``benchmark.json``, and for the first size and thread count ``latency.png`` and
-``latency_vs_miou.png`` (the paper's Fig. 1 style: latency here vs the SegFormer-B1 mIoU of
-the paper's Table 4).
+offset branch alone; ``--kernels-off`` adds every learned upsampler again with the C++ CPU
+kernels switched off (``mmdysample.ops.use_fused(False)``: DySample's composed reference path,
+the reassembly layers' device-agnostic path, what runs on a device without kernels).
+Outputs (``--out-dir``): ``benchmark.md`` (also printed), ``benchmark.json``, and for the
+first size and thread count ``latency.png`` and ``latency_vs_miou.png`` (the paper's Fig. 1
+style: latency here vs the SegFormer-B1 mIoU of the paper's Table 4).
 
 ``models``: one training step (forward with losses, backward, SGD) and one inference
 (``mode='predict'``) of Faster R-CNN R50-FPN and SegFormer-B1 with DySample against their
@@ -54,6 +56,8 @@ Examples::
     python tools/benchmark.py                               # = layers: 1x256x64x64, x2
     python tools/benchmark.py layers --sizes 1x256x64x64 2x256x128x128 --threads 1 2
     python tools/benchmark.py layers --upsamplers Bilinear DySample DySample+ --compare-reference
+    python tools/benchmark.py layers --upsamplers Bilinear CARAFE FADE SAPA-B A2U \
+        --sizes 1x256x64x64 2x256x128x128 --threads 2 --kernels-off
     python tools/benchmark.py layers --device cuda --sizes 4x256x64x64 --dtype float16
     python tools/benchmark.py models --repeats 12
     python tools/benchmark.py models --fig8 --size 256 --batch 2 --repeats 3 --warmup 1
@@ -92,6 +96,7 @@ DTYPES = {
 PAPER_SIZE = '1x256x64x64'  # Sec. 3.4 of the paper
 REFERENCE_SUFFIX = ' [reference]'
 COMPILED_SUFFIX = ' [compiled]'
+KERNELS_OFF_SUFFIX = ' [kernels off]'
 TARGET_REPEAT_SECONDS = 0.05
 MAX_AUTO_ITERS = 200
 
@@ -187,8 +192,11 @@ class Case:
 
     def __init__(self, label: str, size, scale: int, dtype, device, cfg: Optional[dict] = None,
                  fused: Optional[bool] = None, calls: Optional[Tuple[Callable, Callable]] = None,
-                 compiled: Optional[str] = None):
+                 compiled: Optional[str] = None, kernels_off: bool = False):
         self.label, self.cfg, self.fused = label, cfg, fused
+        # the switch around each call: the layer with every C++ kernel off (kernels_off), or
+        # the fused DySample kernel as `fused` says
+        self.switch = False if kernels_off else fused
         self.error: Optional[str] = None
         self.model: Optional[torch.nn.Module] = None
         self.guided = cfg is not None and requires_guide(cfg)
@@ -230,7 +238,7 @@ class Case:
     def forward(self):
         if self.calls is not None:
             return self.calls[0]()
-        with torch.no_grad(), fused_kernel(self.fused):
+        with torch.no_grad(), fused_kernel(self.switch):
             return self.run(*self.inputs)
 
     def train_step(self):
@@ -242,7 +250,7 @@ class Case:
         if self.guided:
             self.train_guide.grad = None
             inputs += (self.train_guide, )
-        with fused_kernel(self.fused):
+        with fused_kernel(self.switch):
             output = self.run(*inputs)
         output.backward(self.output_grad)
 
@@ -311,6 +319,7 @@ def measure_section(args, size, threads: Optional[int]) -> Dict[str, Any]:
         fused = True if args.compare_reference and is_dysample(cfg) else None
         cases.append(Case(label, size, scale, dtype, device, cfg=cfg, fused=fused))
     dysamples = [c for c in cases if is_dysample(c.cfg) and c.error is None]
+    learned = [c for c in cases if c.cfg['type'] != 'Interpolate' and c.error is None]
     if args.compare_reference:
         cases += [Case(c.label + REFERENCE_SUFFIX, size, scale, dtype, device, cfg=c.cfg,
                        fused=False) for c in dysamples]
@@ -320,6 +329,9 @@ def measure_section(args, size, threads: Optional[int]) -> Dict[str, Any]:
     if args.components:
         for c in dysamples:
             cases += component_cases(c, size, scale, dtype, device)
+    if args.kernels_off:
+        cases += [Case(c.label + KERNELS_OFF_SUFFIX, size, scale, dtype, device, cfg=c.cfg,
+                       kernels_off=True) for c in learned]
 
     # warm-up; the last warm-up call (or one extra call) is timed to calibrate the iterations
     for case in cases:
@@ -420,7 +432,7 @@ def run_layers(args) -> Dict[str, Any]:
     settings = dict(sizes=[list(s) for s in args.sizes], threads=args.threads,
                     scale_factor=args.scale, dtype=args.dtype, device=str(args.device),
                     iters=args.iters or 'auto', warmup=args.warmup, repeats=args.repeats,
-                    fused_kernel=fused_kernel_state(),
+                    fused_kernel=fused_kernel_state(), kernels_off_rows=args.kernels_off,
                     compile_backend=args.compile_backend if args.compile else None)
     environment = environment_of(args.device)
     threads_before = torch.get_num_threads()
@@ -534,7 +546,8 @@ def summary_table(sections: List[Dict[str, Any]]) -> List[str]:
 
 def _plot_rows(section: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [r for r in section['results'] if not r['error'] and r['cfg'] is not None
-            and not r['label'].endswith((REFERENCE_SUFFIX, COMPILED_SUFFIX))]
+            and not r['label'].endswith((REFERENCE_SUFFIX, COMPILED_SUFFIX,
+                                         KERNELS_OFF_SUFFIX))]
 
 
 def plot_latency(report: Dict[str, Any], section: Dict[str, Any], path: str) -> None:
@@ -993,6 +1006,10 @@ def parse_args(argv=None):
                         'call compiles)')
     layers.add_argument('--compile-backend', default='inductor',
                         help='torch.compile backend of --compile')
+    layers.add_argument('--kernels-off', action='store_true',
+                        help='also time every learned upsampler with the C++ CPU kernels '
+                        'switched off (use_fused(False): the reassembly layers\' '
+                        'device-agnostic path, DySample\'s composed reference path)')
     layers.add_argument('--components', action='store_true',
                         help="also time each DySample variant's sampling op and its offsets "
                         'alone')

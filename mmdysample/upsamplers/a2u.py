@@ -13,7 +13,7 @@ The authors' module (``InterChannelUpDown``) also builds a second projection for
 *downsampling* kernels (``bconv_DP``), which upsampling never uses; it is left out here
 (10,790 parameters per layer at 256 channels instead of 20,042). Their reassembly is a
 naive CUDA op (``biupsample_naive``): the CARAFE reassembly with zero outside the map,
-which :func:`mmdysample.functional.carafe` computes in plain PyTorch.
+which :func:`mmdysample.functional.carafe` computes on every device.
 """
 import math
 from typing import Optional
@@ -142,7 +142,15 @@ class A2U(GuidedUpsampler):
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         self.check_inputs(x, guide)
-        return carafe(x, self.kernels(guide), self.up_kernel, 1, 2)
+        if guide.shape[0] == 0:
+            # an empty batch: the per-sample convolutions cannot take zero groups, so the
+            # kernels are those of one zero guide, of which none is kept (every parameter
+            # and the guide still get their zero / empty gradients)
+            kernels = self.kernels(torch.cat([guide, guide.new_zeros((1, ) + guide.shape[1:])]))
+            kernels = kernels[:0]
+        else:
+            kernels = self.kernels(guide)
+        return carafe(x, kernels, self.up_kernel, 1, 2)
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, up_kernel={self.up_kernel}, '

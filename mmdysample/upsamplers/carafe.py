@@ -3,14 +3,16 @@
 mmcv's ``CARAFEPack`` only runs on CUDA (its op has no CPU kernel), and importing it loads
 ``mmcv.ops``. :class:`CARAFE` has the same submodules, parameter names, state-dict keys and
 initialisation (Xavier-uniform convolutions, then N(0, 0.001) content encoder, zero biases),
-so ``CARAFEPack`` checkpoints load strictly; it reassembles with mmcv's CUDA kernel on CUDA
-tensors (imported then) and with :func:`mmdysample.functional.carafe` elsewhere.
+so ``CARAFEPack`` checkpoints load strictly. It reassembles with
+:func:`mmdysample.functional.carafe`: the C++ kernel on CPU, mmcv's CUDA kernel on CUDA
+tensors (``mmcv.ops`` imported then), a device-agnostic path elsewhere.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..functional import carafe, check_feature, check_positive_int, check_scale_factor
+from ..ops.reassembly import pixel_shuffle
 from .builder import register_upsampler
 from .conv import check_odd_kernel
 
@@ -66,16 +68,15 @@ class CARAFE(nn.Module):
 
     def kernel_normalizer(self, mask: torch.Tensor) -> torch.Tensor:
         """``(B, g*k*k*s*s, H, W)`` encoder output -> ``(B, g*k*k, sH, sW)`` kernels, each
-        group's ``k*k`` weights softmax-normalised."""
-        mask = F.pixel_shuffle(mask, self.scale_factor)
+        group's ``k*k`` weights softmax-normalised (``CARAFEPack``'s, bit for bit)."""
+        mask = pixel_shuffle(mask, self.scale_factor)
         B, channels, height, width = mask.shape
-        mask = mask.view(B, channels // self.up_kernel**2, -1, height, width)
+        taps = self.up_kernel**2
+        mask = mask.view(B, channels // taps, taps, height, width)
         return F.softmax(mask, dim=2).view(B, channels, height, width)
 
     def feature_reassemble(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            from mmcv.ops import carafe as mmcv_carafe  # CUDA kernel; loads mmcv.ops
-            return mmcv_carafe(x, mask, self.up_kernel, self.up_group, self.scale_factor)
+        """``x`` reassembled with the normalised kernels ``mask``."""
         return carafe(x, mask, self.up_kernel, self.up_group, self.scale_factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

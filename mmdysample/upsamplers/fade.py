@@ -6,9 +6,9 @@ The reassembly kernels are predicted from both the high-resolution guide (the en
 feature) and the low-resolution input (the decoder feature) by a "semi-shift" convolution:
 one 3x3 convolution, shared by both, runs on the compressed guide at high resolution and on
 the compressed input at low resolution, and the low-resolution result is nearest-upsampled
-and added. The authors' CUDA version reassembles with mmcv's CARAFE op; their pure-PyTorch
+and added. The authors' CUDA version reassembles with mmcv's CARAFE op, their pure-PyTorch
 version with unfold and einsum; :func:`mmdysample.functional.carafe` is that computation
-(zero outside the map).
+(zero outside the map) on every device, without the unfolded tensor.
 """
 from typing import Optional
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..functional import carafe, check_positive_int
 from .builder import register_upsampler
 from .conv import check_odd_kernel
-from .guided import GuidedUpsampler, softmax_kernels
+from .guided import GuidedUpsampler, pointwise_conv, softmax_kernels
 
 
 @register_upsampler('FADE')
@@ -74,8 +74,8 @@ class FADE(GuidedUpsampler):
 
     def kernels(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """Normalised reassembly kernels ``(B, k^2, s*H, s*W)`` (semi-shift convolution)."""
-        from_guide = self.content_encoder(self.compress_guide(guide))
-        from_x = self.content_encoder(self.compress_x(x))
+        from_guide = self.content_encoder(pointwise_conv(guide, self.compress_guide))
+        from_x = self.content_encoder(pointwise_conv(x, self.compress_x))
         from_x = F.interpolate(from_x, scale_factor=self.scale_factor, mode='nearest')
         return softmax_kernels(from_guide + from_x)
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops.reassembly import pixel_shuffle
 from .builder import register_upsampler
 from .guided import GuidedUpsampler
 
@@ -55,7 +56,7 @@ class IndexNet(GuidedUpsampler):
 
     def index_map(self, guide: torch.Tensor) -> torch.Tensor:
         """``(B, 1, 2H, 2W)`` index map in (0, 1) predicted from the guide."""
-        return F.pixel_shuffle(torch.sigmoid(self.index_block(guide)), 2)
+        return pixel_shuffle(torch.sigmoid(self.index_block(guide)), 2)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         self.check_inputs(x, guide)

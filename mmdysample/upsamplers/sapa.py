@@ -8,22 +8,23 @@ those neighbours of the input.
 
 The authors compute the similarities and the weighted sum with two CUDA ops (``qk``,
 ``av``; no CPU path). In those kernels a neighbour outside the map is skipped: its
-similarity stays 0 (it still enters the softmax with logit 0) and it adds no value. Here the
-keys are gathered with ``F.unfold(padding=K // 2)``, whose zero padding gives exactly those
-zero logits, and the weighted sum is :func:`mmdysample.functional.carafe` (zero outside the
-map): the same numbers in plain PyTorch, on every device.
+similarity stays 0 (it still enters the softmax with logit 0) and it adds no value. Here both
+are :mod:`mmdysample.ops.reassembly`'s operations, with those zeros: the similarity is the
+reassembly's mask-gradient form (:func:`~mmdysample.ops.reassembly.similarity`), the
+weighted sum :func:`mmdysample.functional.carafe`; C++ kernels on CPU, standard operators
+elsewhere.
 """
 from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..functional import carafe, check_bool, check_positive_int
+from ..ops.reassembly import similarity
 from .builder import register_upsampler
 from .conv import check_odd_kernel
 from .guided import (GROUP_NORM_GROUPS, GuidedUpsampler, check_group_norm_channels,
-                     softmax_kernels)
+                     group_norm_pointwise_conv, pointwise_conv, softmax_kernels)
 
 
 def similarity_logits(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
@@ -36,21 +37,10 @@ def similarity_logits(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
         key: ``(B, E, H, W)``.
 
     Returns:
-        ``(B, K*K, s*H, s*W)``; channel ``ky * K + kx`` is the neighbour
+        ``(B, K*K, s*H, s*W)`` in ``key``'s dtype; channel ``ky * K + kx`` is the neighbour
         ``(p // s + ky - K // 2, q // s + kx - K // 2)``, 0 where it lies outside the map.
     """
-    B, E, H, W = key.shape
-    s = scale_factor
-    k2 = kernel_size * kernel_size
-    # unfold's zero padding: an out-of-map neighbour's key is 0, so its logit is 0
-    neighbours = F.unfold(key, kernel_size, padding=kernel_size // 2).view(B, E, k2, H, W)
-    # one (K^2 x E) @ (E x s^2) product per low-res pixel, on contiguous operands (an einsum
-    # on the strided views runs ~50x slower on a busy CPU: a copy and a GEMM call per pixel)
-    neighbours = neighbours.permute(0, 3, 4, 2, 1).contiguous()  # (B, H, W, K^2, E)
-    query = query.view(B, E, H, s, W, s).permute(0, 2, 4, 1, 3, 5).reshape(B, H, W, E, s * s)
-    logits = torch.matmul(neighbours, query.to(neighbours.dtype))  # (B, H, W, K^2, s^2)
-    logits = logits.view(B, H, W, k2, s, s).permute(0, 3, 1, 4, 2, 5)
-    return logits.reshape(B, k2, s * H, s * W)
+    return similarity(query.to(key.dtype), key, kernel_size, scale_factor)
 
 
 @register_upsampler('SAPA-B')
@@ -110,12 +100,15 @@ class SAPA_B(GuidedUpsampler):
                 nn.init.zeros_(conv.bias)
 
     def kernels(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        """Normalised reassembly kernels ``(B, K^2, s*H, s*W)``."""
+        """Normalised reassembly kernels ``(B, K^2, s*H, s*W)``. (GroupNorm and the 1x1
+        projections are computed together, without the normalised tensors:
+        :func:`~mmdysample.upsamplers.guided.group_norm_pointwise_conv`.)"""
         if self.norm:
-            x, guide = self.norm_x(x), self.norm_guide(guide)
-        logits = similarity_logits(self.query(guide), self.key(x), self.up_kernel,
-                                   self.scale_factor)
-        return softmax_kernels(logits)
+            query = group_norm_pointwise_conv(guide, self.norm_guide, self.query)
+            key = group_norm_pointwise_conv(x, self.norm_x, self.key)
+        else:
+            query, key = pointwise_conv(guide, self.query), pointwise_conv(x, self.key)
+        return softmax_kernels(similarity_logits(query, key, self.up_kernel, self.scale_factor))
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         self.check_inputs(x, guide)

@@ -100,3 +100,31 @@ def test_fig8_measures_every_upsampler_in_segformer(benchmark_tool, tmp_path):
     assert '| FADE | 43.06 | ' in text and (tmp_path / 'fig8.png').stat().st_size > 10_000
     with pytest.raises(SystemExit):
         benchmark_tool.parse_args(['models', '--upsamplers', 'FADE'])  # needs --fig8
+
+
+def test_kernels_off_rows_time_the_device_agnostic_path(benchmark_tool, tmp_path, monkeypatch):
+    """--kernels-off adds each learned upsampler again with the C++ kernels switched off: the
+    reassembly layers then run the device-agnostic path (what a device without kernels runs),
+    the plain rows the CPU kernel."""
+    import types
+
+    from mmdysample.ops import reassembly
+    calls = {'Kernel': 0, 'Generic': 0}
+    for kind in calls:
+        original = getattr(reassembly, f'{kind}Reassemble')
+
+        def apply(*args, _kind=kind, _original=original):
+            calls[_kind] += 1
+            return _original.apply(*args)
+        monkeypatch.setattr(reassembly, f'{kind}Reassemble', types.SimpleNamespace(apply=apply))
+    report = benchmark_tool.main([
+        'layers', '--sizes', '1x32x6x5', '--threads', '1', '--iters', '1', '--warmup', '1',
+        '--repeats', '2', '--upsamplers', 'Bilinear', 'CARAFE', '--kernels-off', '--no-plots',
+        '--out-dir', str(tmp_path)])
+    results = {r['label']: r for r in report['sections'][0]['results']}
+    assert set(results) == {'Bilinear', 'CARAFE', 'CARAFE [kernels off]'}
+    on, off = results['CARAFE'], results['CARAFE [kernels off]']
+    assert off['error'] is None and off['params'] == on['params']
+    assert off['peak_memory_train_ratio_to_bilinear'] is not None
+    assert calls['Kernel'] > 0 and calls['Generic'] > 0
+    assert '| CARAFE [kernels off] |' in (tmp_path / 'benchmark.md').read_text()

@@ -179,6 +179,12 @@ def sapa_kernels_reference(state, x, guide, up_kernel=5, scale=2, norm=True):
                                  state['norm_guide.bias'])
     query = conv2d_loops(guide, state['query.weight'], state.get('query.bias'))
     key = conv2d_loops(x, state['key.weight'], state.get('key.bias'))
+    return softmax_taps(similarity_loops(query, key, up_kernel, scale))
+
+
+def similarity_loops(query, key, up_kernel, scale):
+    """SAPA's logits ``<query(p, q), key(p // s + ky - k // 2, q // s + kx - k // 2)>`` at
+    channel ``ky * k + kx``, 0 for a neighbour outside the map (float64)."""
     B, E, H, W = key.shape
     half = up_kernel // 2
     logits = torch.zeros(B, up_kernel**2, scale * H, scale * W, dtype=torch.float64)
@@ -189,8 +195,8 @@ def sapa_kernels_reference(state, x, guide, up_kernel=5, scale=2, norm=True):
                     row, col = p // scale + ky - half, q // scale + kx - half
                     if 0 <= row < H and 0 <= col < W:
                         logits[:, ky * up_kernel + kx, p, q] = (
-                            query[:, :, p, q] * key[:, :, row, col]).sum(1)
-    return softmax_taps(logits)
+                            query[:, :, p, q].double() * key[:, :, row, col].double()).sum(1)
+    return logits
 
 
 def sapa_reference(state, x, guide, up_kernel=5, scale=2, norm=True):
@@ -205,7 +211,7 @@ def state_of(layer) -> dict:
 
 __all__ = [
     'conv2d_loops', 'adaptive_avg_pool_loops', 'group_norm_loops', 'pixel_shuffle2_loops',
-    'nearest_loops', 'softmax_taps', 'indexnet_reference', 'a2u_reference',
+    'nearest_loops', 'softmax_taps', 'similarity_loops', 'indexnet_reference', 'a2u_reference',
     'a2u_kernels_reference', 'fade_reference', 'fade_kernels_reference', 'sapa_reference',
     'sapa_kernels_reference', 'state_of'
 ]

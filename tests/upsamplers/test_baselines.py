@@ -214,6 +214,28 @@ def test_carafe_init_weights_restores_mmcv_init():
     assert compressor.abs().max() <= bound and compressor.std() > bound / 3
 
 
+@pytest.mark.parametrize('size', [(1, 5, 7), (2, 1, 1), (0, 5, 7)])
+def test_carafe_batch_sizes_and_odd_sizes_forward_and_backward(size):
+    """Batch 1, 1 x 1 maps and an empty batch (issue 23: was 'cannot reshape tensor of 0
+    elements'): output shape, gradients of the input and of every parameter (zero for an
+    empty batch), against the naive reference where there is something to compare."""
+    batch, height, width = size
+    layer = CARAFE(8, 2, compressed_channels=8).double()
+    with torch.no_grad():
+        layer.content_encoder.weight.normal_(0, 0.5)
+    x = torch.randn(batch, 8, height, width, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    assert out.shape == (batch, 8, 2 * height, 2 * width)
+    out.square().sum().backward()
+    assert x.grad.shape == x.shape
+    for name, parameter in layer.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.any() == (batch > 0), name
+    if batch:
+        torch.testing.assert_close(out, carafe_layer_reference(layer, x.detach()), atol=1e-12,
+                                   rtol=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('up_group', [1, 2])
 def test_carafe_cuda_kernel_matches_pure_path(up_group):

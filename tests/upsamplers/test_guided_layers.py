@@ -1,13 +1,17 @@
 """The guided upsamplers of the paper's Table 4 (IndexNet HIN, A2U dynamic-cs-d, FADE without
 gating, SAPA-B) against loop oracles, at realistic sizes and under autocast."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdysample.functional import carafe
+from mmdysample.ops import use_fused
 from mmdysample.upsamplers import (A2U, FADE, SAPA_B, IndexNet, build_upsampler,
                                    registered_upsamplers, upsample)
+from mmdysample.upsamplers.guided import group_norm_pointwise_conv, pointwise_conv
 
 from .reference_guided import (a2u_kernels_reference, a2u_reference, fade_reference,
                                indexnet_reference, sapa_kernels_reference, sapa_reference,
@@ -167,6 +171,48 @@ def test_odd_sizes_batch_one_and_exact_site_sizes(name):
 
 
 @pytest.mark.parametrize('name', LAYERS)
+@pytest.mark.parametrize('training', [True, False])
+def test_empty_batch_forward_and_backward(name, training):
+    """Issue 23: a batch of 0 (an empty shard of a distributed batch) gives an empty output
+    of the right shape, zero gradients for every parameter and empty input gradients, and
+    leaves IndexNet's BatchNorm statistics alone."""
+    layer = randomise(LAYERS[name](32, guide_channels=64), std=0.2).train(training)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = torch.randn(0, 32, 5, 7, requires_grad=True)
+    guide = torch.randn(0, 64, 10, 14, requires_grad=True)
+    out = layer(x, guide)
+    assert out.shape == (0, 32, 10, 14)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and guide.grad.shape == guide.shape
+    for pname, p in layer.named_parameters():
+        assert p.grad is not None and not p.grad.any(), pname
+    for key, value in layer.state_dict().items():
+        if not key.endswith('num_batches_tracked'):
+            assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize('name', KERNEL_LAYERS)
+def test_device_agnostic_path_matches_the_kernel(name):
+    """The layers reassemble (and SAPA-B computes its similarities) with the CPU kernels, or
+    with the device-agnostic path when they are switched off (as on a device without
+    kernels): same output and gradients, float32, odd size, batch 2."""
+    layer = randomise(LAYERS[name](64), std=0.1)
+    x, guide = inputs(2, 64, 64, 9, 11, dtype=torch.float32)
+    grad_out = torch.randn(2, 64, 18, 22)
+    results = []
+    for fused in (True, False):
+        layer.zero_grad(set_to_none=True)
+        xi, gi = x.clone().requires_grad_(), guide.clone().requires_grad_()
+        with use_fused(fused):
+            out = layer(xi, gi)
+            out.backward(grad_out)
+        results.append([out, xi.grad, gi.grad] + [p.grad for p in layer.parameters()])
+    for kernel, generic in zip(*results):
+        scale = generic.abs().max().item()
+        torch.testing.assert_close(kernel, generic, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize('name', LAYERS)
 def test_every_parameter_gets_a_gradient(name):
     """No unused submodule: a loss on the output reaches every parameter."""
     layer = randomise(LAYERS[name](32), std=0.2)
@@ -217,6 +263,82 @@ def test_realistic_size_float32_matches_float64(name):
         expected = carafe(x8.double(), kernels64, layer.up_kernel, 1, 2)
     torch.testing.assert_close(out.double(), expected, atol=1e-5 * expected.abs().max().item(),
                                rtol=0)
+
+
+# ------------------------------------------------------------------ 1x1 projections
+
+def projection_grads(fn, x, modules, grad_out):
+    """Output and the gradients wrt ``x`` and every parameter of ``modules``."""
+    x = x.detach().clone().requires_grad_()
+    params = [p for m in modules for p in m.parameters()]
+    out = fn(x)
+    return [out] + list(torch.autograd.grad(out, [x] + params, grad_out))
+
+
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('dtype, size, rel', [(torch.float64, (2, 64, 5, 7), 1e-12),
+                                              (torch.float32, (1, 256, 128, 128), 1e-5)])
+def test_group_norm_pointwise_conv_is_the_modules(bias, dtype, size, rel):
+    """SAPA-B's GroupNorm -> 1x1 projection as one product on the raw input: the modules'
+    output and gradients (input, GroupNorm's affine, the conv's weight and bias), float64 to
+    1e-12 and float32 at SAPA-B's 1/4-scale guide to 1e-5 of the largest magnitude."""
+    norm = nn.GroupNorm(32, size[1]).to(dtype)
+    conv = nn.Conv2d(size[1], 32, 1, bias=bias).to(dtype)
+    randomise(norm, std=1.0)
+    randomise(conv, std=0.1)
+    x = torch.randn(size, dtype=torch.float64).mul(3).add(1).to(dtype)
+    grad_out = torch.randn(size[0], 32, *size[2:], dtype=dtype)
+    got = projection_grads(lambda t: group_norm_pointwise_conv(t, norm, conv), x, (norm, conv),
+                           grad_out)
+    expected = projection_grads(lambda t: conv(norm(t)), x.double(),
+                                (norm.double(), conv.double()), grad_out.double())
+    for a, b in zip(got, expected):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.double(), b, rtol=rel, atol=rel * b.abs().max().item())
+    assert type(got[0].grad_fn).__name__ == '_GroupNormPointwiseConvBackward'
+
+
+def test_group_norm_pointwise_conv_double_backward_and_fallbacks():
+    norm, conv = randomise(nn.GroupNorm(4, 8)).double(), randomise(nn.Conv2d(8, 3, 1)).double()
+    x = torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = (norm.weight, norm.bias, conv.weight, conv.bias)
+
+    def fn(x, *values):
+        names = ['0.weight', '0.bias', '1.weight', '1.bias']
+        pair = nn.ModuleList([norm, conv])
+        with torch.nn.utils.stateless._reparametrize_module(pair, dict(zip(names, values))):
+            return group_norm_pointwise_conv(x, norm, conv)
+
+    assert torch.autograd.gradgradcheck(fn, (x, ) + params, fast_mode=True)
+    # autocast and traced graphs keep the modules (their per-op dtypes, Conv nodes)
+    projection = Projection(group_norm_pointwise_conv, norm, conv)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert copy.deepcopy(projection).float()(x.float()).dtype == torch.bfloat16
+    traced = torch.jit.trace(projection, x.detach())
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert {'aten::group_norm', 'aten::_convolution'} <= kinds
+
+
+class Projection(nn.Module):
+    """``fn(x, *modules)`` as a module (what torch.jit.trace takes)."""
+
+    def __init__(self, fn, *modules):
+        super().__init__()
+        self.fn, self.parts = fn, nn.ModuleList(modules)
+
+    def forward(self, x):
+        return self.fn(x, *self.parts)
+
+
+def test_pointwise_conv_is_the_convolution():
+    conv = randomise(nn.Conv2d(16, 8, 1), std=0.3).double()
+    x = torch.randn(2, 16, 5, 3, dtype=torch.float64)
+    grad_out = torch.randn(2, 8, 5, 3, dtype=torch.float64)
+    for a, b in zip(projection_grads(lambda t: pointwise_conv(t, conv), x, (conv, ), grad_out),
+                    projection_grads(conv, x, (conv, ), grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    traced = torch.jit.trace(Projection(pointwise_conv, conv), x)
+    assert 'aten::_convolution' in {node.kind() for node in traced.inlined_graph.nodes()}
 
 
 # ------------------------------------------------------------------ parameters and init

@@ -17,6 +17,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dyscope_chain", &mmdysample::dyscope_chain,
         "DySample dynamic scope chain rule, in place", py::arg("grad"), py::arg("gate"),
         py::arg("offset"), py::arg("init_pos"), py::arg("scope_factor"));
+  m.def("reassemble", &mmdysample::reassemble, "content-aware reassembly (CARAFE) forward",
+        py::arg("features"), py::arg("masks"), py::arg("kernel_size"), py::arg("groups"),
+        py::arg("scale"));
+  m.def("reassemble_feature_grad", &mmdysample::reassemble_feature_grad,
+        "reassembly's gradient wrt the features", py::arg("grad_out"), py::arg("masks"),
+        py::arg("kernel_size"), py::arg("groups"), py::arg("scale"));
+  m.def("reassemble_mask_grad", &mmdysample::reassemble_mask_grad,
+        "reassembly's gradient wrt the masks (SAPA's similarity)", py::arg("grad_out"),
+        py::arg("features"), py::arg("kernel_size"), py::arg("groups"), py::arg("scale"));
   m.attr("simd") = py::str(
 #if defined(__AVX2__)
       "avx2"

@@ -4,6 +4,8 @@
 //
 //   dysample_sampling.cpp  DySample's point sampling (forward, backward) and the dynamic
 //                          scope's chain rule
+//   reassembly.cpp         content-aware reassembly (CARAFE, FADE, A2U, SAPA-B): the
+//                          reassembly, its feature and mask gradients (SAPA's similarity)
 //
 // A new family adds its .cpp beside these (mmdysample/ops/extension.py compiles every
 // csrc/*.cpp into the one extension), declares its entry points here and binds them in
@@ -25,5 +27,13 @@ std::vector<at::Tensor> dysample_backward(const at::Tensor& grad_out, const at::
                                           bool need_offset_grad);
 void dyscope_chain(at::Tensor grad, at::Tensor gate, const at::Tensor& offset,
                    const at::Tensor& init_pos, double scope_factor);
+
+// ---- reassembly.cpp
+at::Tensor reassemble(const at::Tensor& features, const at::Tensor& masks, int64_t kernel_size,
+                      int64_t groups, int64_t scale);
+at::Tensor reassemble_feature_grad(const at::Tensor& grad_out, const at::Tensor& masks,
+                                   int64_t kernel_size, int64_t groups, int64_t scale);
+at::Tensor reassemble_mask_grad(const at::Tensor& grad_out, const at::Tensor& features,
+                                int64_t kernel_size, int64_t groups, int64_t scale);
 
 }  // namespace mmdysample
