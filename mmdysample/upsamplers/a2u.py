@@ -159,9 +159,10 @@ class A2U(GuidedUpsampler):
         self.check_inputs(x, guide)
         if guide.shape[0] == 0:
             # an empty batch: the per-sample convolutions cannot take zero groups, so the
-            # kernels are those of one zero guide, of which none is kept (every parameter
-            # and the guide still get their zero / empty gradients)
-            kernels = self.kernels(torch.cat([guide, guide.new_zeros((1, ) + guide.shape[1:])]))
+            # kernels are those of two zero guides, of which none is kept (every parameter
+            # and the guide still get their zero / empty gradients; two, because training
+            # GroupNorm refuses one value per group, as on a 1x1 map of one sample)
+            kernels = self.kernels(torch.cat([guide, guide.new_zeros((2, ) + guide.shape[1:])]))
             kernels = kernels[:0]
         else:
             kernels = self.kernels(guide)

@@ -288,6 +288,12 @@ def test_torchvision_names_load_the_same_file_when_torchvision_imports(torch_hom
     fake = types.SimpleNamespace(__version__='0.21.0', models=models)
     monkeypatch.setitem(sys.modules, 'torchvision', fake)
     monkeypatch.setitem(sys.modules, 'torchvision.models', models)
+    # where torchvision imports, mmdysample.compat leaves upstream's function in place; in
+    # this process (no torchvision) it may have been replaced already: put upstream's back
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    upstream = getattr(mmengine_checkpoint.get_torchvision_models, '__mmdysample_original__',
+                       mmengine_checkpoint.get_torchvision_models)
+    monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models', upstream)
     checkpoint = tool_helpers.resolve_checkpoint('torchvision://resnet50', 'k')
     assert calls, 'mmengine did not consult torchvision'
     assert checkpoint.url == SHIPPED_CHECKPOINTS['torchvision://resnet50']
