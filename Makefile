@@ -64,8 +64,9 @@ $(STAMP):
 	$(PIP) install "setuptools>=77.0.3,<81" wheel numpy ninja packaging
 	$(MMCV_STEP)
 	$(PIP) install --no-build-isolation -e ".[all,test,bench]"
-	@# the fused DySample CPU kernel (mmdysample/ops); without a compiler it stays pure PyTorch
-	$(PY) -m mmdysample.ops || echo "mmdysample: fused DySample kernel not built; the pure-PyTorch path will be used"
+	@# the C++ CPU kernels (mmdysample/ops: DySample sampling, reassembly); without a compiler
+	@# the layers run their pure-PyTorch paths
+	$(PY) -m mmdysample.ops || echo "mmdysample: CPU kernels not built; the pure-PyTorch paths will be used"
 	@# panopticapi (needed by mmdet's CocoPanopticMetric) is not on PyPI; panopticapi-lite
 	@# ships the module but pins numpy<2 for no reason, so it goes in without its deps.
 	$(PIP) install --no-deps "panopticapi-lite>=0.1"
@@ -88,18 +89,30 @@ demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
 	$(PY) tools/collect_results.py --table demo --work-dir work_dirs/demo
 
-# Latency / peak memory of the four DySample variants against bilinear (and nearest) at the two
-# sizes and thread counts of the performance targets, with the fused kernel off (reference) and
-# under torch.compile, then every registered upsampler at 1x256x64x64 with the plots
-# (work_dirs/benchmark/{targets,all}). Other runs: make bench BENCH_ARGS="models" (training
-# step of whole models), or any `tools/benchmark.py layers|models` options.
+# `make bench` (work_dirs/benchmark/{targets,reassembly,all,fig8}), four runs:
+# 1. the four DySample variants against bilinear (and nearest) at the two sizes and thread
+#    counts of the performance targets: fused kernel, the composed path every other device
+#    runs ([kernels off]), the authors' formulation ([reference]) and torch.compile;
+# 2. the reassembly layers (CARAFE, FADE, SAPA-B, A2U) against bilinear at the issue-25
+#    targets, with the C++ kernel and on the device-agnostic path ([kernels off]);
+# 3. every registered upsampler at 1x256x64x64 with the plots;
+# 4. the paper's Fig. 8: SegFormer-B1 with every upsampler (params, GFLOPs at 512x512,
+#    training step time and memory and inference at 256x256, batch 2 on the CPU).
+# Any other run: make bench BENCH_ARGS="..." or `tools/benchmark.py layers|models --help`.
 BENCH_ARGS ?= layers --upsamplers Nearest Bilinear DySample DySample+ DySample-S DySample-S+ \
 	--sizes 1x256x64x64 2x256x128x128 --threads 1 2 --compare-reference --compile \
-	--repeats 9 --no-plots --out-dir work_dirs/benchmark/targets
+	--kernels-off --repeats 9 --no-plots --out-dir work_dirs/benchmark/targets
+BENCH_REASSEMBLY_ARGS ?= layers --upsamplers Bilinear CARAFE FADE SAPA-B A2U \
+	--sizes 1x256x64x64 2x256x128x128 --threads 2 --kernels-off --repeats 7 --no-plots \
+	--out-dir work_dirs/benchmark/reassembly
 BENCH_ALL_ARGS ?= layers --sizes 1x256x64x64 --threads 2 --out-dir work_dirs/benchmark/all
+BENCH_FIG8_ARGS ?= models --fig8 --size 256 --batch 2 --threads 2 --repeats 3 --warmup 1 \
+	--out-dir work_dirs/benchmark/fig8
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_REASSEMBLY_ARGS)
 	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_ALL_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_FIG8_ARGS)
 
 clean:
 	rm -rf $(VENV)

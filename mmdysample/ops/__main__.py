@@ -1,4 +1,4 @@
-"""``python -m mmdysample.ops [--verbose]``: build (or find) the fused kernel's cache and say
+"""``python -m mmdysample.ops [--verbose]``: build (or find) the CPU kernels' cache and say
 where it is; exit status 1 if it cannot be built (the pure-PyTorch path is then used)."""
 import sys
 import time
@@ -16,10 +16,11 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     extension = load_extension(verbose='--verbose' in argv)
     if extension is None:
-        print('mmdysample: the fused DySample CPU kernel could not be built; the pure-PyTorch '
-              'path will be used', file=sys.stderr)
+        print('mmdysample: the CPU kernels (fused DySample, reassembly) could not be built; '
+              'the pure-PyTorch paths will be used', file=sys.stderr)
         return 1
-    print(f'mmdysample: fused DySample CPU kernel ready ({extension.simd}) in '
+    print(f'mmdysample: fused DySample CPU kernel ready, with the reassembly kernels '
+          f'({extension.simd}), in '
           f'{extension_cache_dir()} [{time.perf_counter() - start:.1f} s]')
     return 0
 

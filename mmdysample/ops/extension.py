@@ -266,8 +266,8 @@ def load_extension(verbose: bool = False):
         return _extension
     with _lock:
         if _extension is None and _load_error is None:
-            logger.info('Compiling the fused DySample CPU kernel into %s (first use only)',
-                        extension_cache_dir())
+            logger.info('Compiling the CPU kernels (DySample sampling, reassembly) into %s '
+                        '(first use only)', extension_cache_dir())
             try:
                 _extension = _build(verbose)
             except Exception as error:  # no compiler, no ninja, compile error, bad cache...
@@ -276,9 +276,9 @@ def load_extension(verbose: bool = False):
                 if len(first_line) > 200:
                     first_line = first_line[:200] + '...'
                 warnings.warn(
-                    'mmdysample: could not build the fused DySample CPU kernel '
-                    f'({type(error).__name__}: {first_line}); using the pure-PyTorch '
-                    'reference path (same results, slower). `python -m mmdysample.ops '
+                    'mmdysample: could not build the fused DySample CPU kernel and the '
+                    f'reassembly kernels ({type(error).__name__}: {first_line}); using the '
+                    'pure-PyTorch paths (same results, slower). `python -m mmdysample.ops '
                     f'--verbose` shows the build; {FUSED_ENV_VAR}=0 silences this warning.',
                     RuntimeWarning,
                     stacklevel=3)

@@ -6,7 +6,7 @@
 #include "ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmdysample CPU kernels: fused DySample point sampling (border padding)";
+  m.doc() = "mmdysample CPU kernels: DySample point sampling, reassembly (CARAFE family)";
   m.def("forward", &mmdysample::dysample_forward, "DySample sampling forward", py::arg("x"),
         py::arg("offset"), py::arg("scale_factor"), py::arg("groups"),
         py::arg("fused_unnormalize"));
