@@ -85,6 +85,8 @@ class _GroupNormPointwiseConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, weight, bias, groups, eps):
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()  # GroupNorm's kernel reads one of the two layouts
         B, C, H, W = x.shape
         flat = x.reshape(B, C, H * W)
         # GroupNorm's own statistics, (B, G) (its vectorised moments: var_mean's generic
@@ -140,9 +142,11 @@ class _GroupNormPointwiseConv(torch.autograd.Function):
             count = per_group * H * W
             alpha = grad_rstd * (-rstd**3) / count  # 2 * (-rstd^3 / 2) * grad_rstd / count
             offset = grad_mean / count - alpha * mean
-            grad_x = grad_x.view(B, groups, count)
-            grad_x.addcmul_(flat.view(B, groups, count), alpha.unsqueeze(2))
-            grad_x.add_(offset.unsqueeze(2))
+            # (B, G, C / G, H * W) views: x may be channels_last (strides that a view
+            # merging channels and pixels cannot express); no copy either way
+            grad_x = grad_x.view(B, groups, per_group, H * W)
+            grad_x.addcmul_(flat.view(B, groups, per_group, H * W), alpha[:, :, None, None])
+            grad_x.add_(offset[:, :, None, None])
             grad_x = grad_x.view(B, C, H, W)
         return (grad_x,
                 (grad_scale * rstd.repeat_interleave(per_group, 1)).sum(0) if needs[1] else None,

@@ -298,6 +298,23 @@ def test_group_norm_pointwise_conv_is_the_modules(bias, dtype, size, rel):
     assert type(got[0].grad_fn).__name__ == '_GroupNormPointwiseConvBackward'
 
 
+@pytest.mark.parametrize('layout', ['channels_last', 'transposed'])
+def test_group_norm_pointwise_conv_takes_non_contiguous_inputs(layout):
+    """A channels_last input (what a SegFormer decode head hands SAPA-B after its fusion)
+    and a strided view: the same output and gradients as the modules."""
+    norm, conv = randomise(nn.GroupNorm(4, 16)).double(), randomise(nn.Conv2d(16, 8, 1)).double()
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last) if layout == 'channels_last' else \
+        x.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not x.is_contiguous()
+    grad_out = torch.randn(2, 8, 5, 7, dtype=torch.float64)
+    got = projection_grads(lambda t: group_norm_pointwise_conv(t, norm, conv), x, (norm, conv),
+                           grad_out)
+    expected = projection_grads(lambda t: conv(norm(t)), x, (norm, conv), grad_out)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_group_norm_pointwise_conv_double_backward_and_fallbacks():
     norm, conv = randomise(nn.GroupNorm(4, 8)).double(), randomise(nn.Conv2d(8, 3, 1)).double()
     x = torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True)
