@@ -230,3 +230,28 @@ def test_type_merged_with_an_interpolation_mode_names_the_fix(name):
                                          rf"interpolation key 'mode'.*_delete_=True"):
         build_upsampler(dict(mode='nearest', type=name), 16, 2)
     assert build_upsampler(dict(type='Interpolate', mode='bilinear'), 16, 2).mode == 'bilinear'
+
+
+@pytest.mark.parametrize('name', registered_upsamplers())
+def test_every_upsampler_takes_channels_last_inputs(name):
+    """A channels_last feature (what oneDNN convolutions hand on) and guide: the same output
+    and gradients (input, guide, parameters) as the NCHW tensors, float64."""
+    guided = getattr(MODELS.get(name), 'requires_guide', False)
+    layer = build_upsampler(dict(type=name), 64, 2, **(dict(guide_channels=32) if guided else {}))
+    layer = layer.double()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, 9, 11, generator=generator, dtype=torch.float64)
+    guide = torch.randn(2, 32, 18, 22, generator=generator, dtype=torch.float64)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        inputs = [t.clone(memory_format=layout).requires_grad_() for t in (x, guide)]
+        layer.zero_grad(set_to_none=True)
+        out = layer(*inputs) if guided else layer(inputs[0])
+        out.backward(torch.cos(out.detach()))
+        results.append([out.detach(), inputs[0].grad, inputs[1].grad] +
+                       [p.grad for p in layer.parameters()])
+    for nchw, channels_last in zip(*results):
+        if nchw is None:
+            assert channels_last is None
+        else:
+            torch.testing.assert_close(channels_last, nchw, rtol=1e-10, atol=1e-10)
