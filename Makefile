@@ -106,7 +106,7 @@ BENCH_REASSEMBLY_ARGS ?= layers --upsamplers Bilinear CARAFE FADE SAPA-B A2U \
 	--sizes 1x256x64x64 2x256x128x128 --threads 2 --kernels-off --repeats 7 --no-plots \
 	--out-dir work_dirs/benchmark/reassembly
 BENCH_ALL_ARGS ?= layers --sizes 1x256x64x64 --threads 2 --out-dir work_dirs/benchmark/all
-BENCH_FIG8_ARGS ?= models --fig8 --size 256 --batch 2 --threads 2 --repeats 3 --warmup 1 \
+BENCH_FIG8_ARGS ?= models --fig8 --size 256 --batch 2 --threads 2 --repeats 5 --warmup 1 \
 	--out-dir work_dirs/benchmark/fig8
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) tools/benchmark.py $(BENCH_ARGS)
