@@ -16,6 +16,19 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 
+@pytest.fixture(autouse=True)
+def no_default_scope_leaks():
+    """A test that makes a registry scope current (a Runner makes mmengine's,
+    ``register_all_modules`` mmdet's or mmseg's) leaves it current for whichever test the
+    worker runs next; remove the scopes a test created when it ends. Scopes made by module
+    fixtures stay: those fixtures run again when their module's tests resume."""
+    from mmengine.registry import DefaultScope
+    before = set(DefaultScope._instance_dict)
+    yield
+    for name in [name for name in DefaultScope._instance_dict if name not in before]:
+        del DefaultScope._instance_dict[name]
+
+
 @pytest.fixture(scope='session')
 def upstream_equivalence(request, tmp_path_factory):
     """``(upstream, plugin)``: the records of tests/upstream_equivalence_probe.py for
@@ -82,6 +95,16 @@ def one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def mmdet_default_scope():
+    """Build in mmdet's scope whatever scope earlier tests left current (a test of another
+    folder can leave mmseg's or mmengine's, and which tests ran before depends on how
+    pytest-xdist shared them out)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
 
 
 @pytest.fixture

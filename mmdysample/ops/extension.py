@@ -211,8 +211,8 @@ def build_lock(build_dir: Path, timeout_s: float, poll_s: float = 0.2):
         while not _try_lock(fd):
             if time.monotonic() >= deadline:
                 raise BuildLockTimeout(
-                    f'another process has been building the kernel in {build_dir} for over '
-                    f'{timeout_s:g} s ({BUILD_TIMEOUT_ENV_VAR} sets the wait)')
+                    f'waited {timeout_s:g} s ({BUILD_TIMEOUT_ENV_VAR} sets the wait) for another '
+                    f'process building the kernel in {build_dir}')
             time.sleep(poll_s)
         # Whoever holds our lock is the only builder, so a FileBaton 'lock' file of torch's
         # builder left here is a dead process's: without this, torch waits on it forever.
@@ -273,8 +273,8 @@ def load_extension(verbose: bool = False):
             except Exception as error:  # no compiler, no ninja, compile error, bad cache...
                 _load_error = error
                 first_line = (str(error).strip().splitlines() or [''])[0]
-                if len(first_line) > 200:
-                    first_line = first_line[:200] + '...'
+                if len(first_line) > 400:
+                    first_line = first_line[:400] + '...'
                 warnings.warn(
                     'mmdysample: could not build the fused DySample CPU kernel and the '
                     f'reassembly kernels ({type(error).__name__}: {first_line}); using the '

@@ -25,3 +25,9 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def in_mmdet_scope(mmdet_default_scope):
+    """Every test here builds in mmdet's scope (tests/conftest.py)."""
+    yield

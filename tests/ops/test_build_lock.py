@@ -69,7 +69,7 @@ def test_stale_lock_files_in_every_cache_folder_do_not_block():
 @pytest.mark.usefixtures('fused_extension', 'fresh_loader')
 def test_bounded_wait_then_reference_path_with_one_warning(monkeypatch):
     """Another process holding the build lock for longer than MMDYSAMPLE_BUILD_TIMEOUT: this
-    one warns once, names the setting, and computes on the reference path."""
+    one warns once, names the setting, and computes on the pure-PyTorch path."""
     import fcntl
     monkeypatch.setenv(extension_module.BUILD_TIMEOUT_ENV_VAR, '0.5')
     build_dir = extension_module.extension_cache_dir()
@@ -89,7 +89,7 @@ def test_bounded_wait_then_reference_path_with_one_warning(monkeypatch):
         os.close(holder)
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1, messages
-    assert 'MMDYSAMPLE_BUILD_TIMEOUT' in messages[0] and 'reference path' in messages[0]
+    assert 'MMDYSAMPLE_BUILD_TIMEOUT' in messages[0] and 'pure-PyTorch paths' in messages[0]
     for out in outputs:
         torch.testing.assert_close(out, expected, atol=0, rtol=0)
 
