@@ -328,7 +328,7 @@ def test_mmcv_failure_shows_the_end_of_the_output(tmp_path, capsys):
 def test_mmcv_note_says_it_compiles_and_how_long(monkeypatch):
     pip = ['pip', 'install', '-v', '--no-build-isolation', 'mmcv==2.1.0']
     note = install_steps.build_note(pip, cuda=False, log_path='L', environ={'MAX_JOBS': '2'})
-    assert note.startswith('mmcv 2.1.0 compiles from source: 13 min for the CPU ops alone on the '
+    assert note.startswith('mmcv 2.1.0 compiles from source: 12 min for the CPU ops alone on the '
                            '2-core dev machine with MAX_JOBS=2, up to 30 min on a loaded machine.')
     assert 'MAX_JOBS=2 parallel compiles' in note and 'the whole output in L' in note
     note = install_steps.build_note(pip, cuda=True, log_path='L', environ={'MAX_JOBS': '8'})
