@@ -19,7 +19,7 @@ from .ops.reassembly import reassemble
 
 __all__ = [
     'check_scale_factor', 'check_positive_int', 'check_bool', 'check_feature', 'check_size',
-    'check_groups',
+    'check_groups', 'check_odd_kernel', 'pixel_shuffle',
     'position_dtype', 'init_sampling_positions', 'sampling_grid', 'resized_sampling_grid',
     'dysample', 'dysample_to_size', 'grid_sample_dysample', 'carafe'
 ]
@@ -47,6 +47,14 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f'{name} must be a positive integer, got {value!r}')
     return int(value)
+
+
+def check_odd_kernel(kernel_size, name: str) -> int:
+    """Return ``kernel_size`` if it is a positive odd integer (size-preserving padding
+    ``(k - 1) // 2``), else raise a ``ValueError`` naming ``name``."""
+    if check_positive_int(kernel_size, name) % 2 == 0:
+        raise ValueError(f'{name} must be a positive odd integer, got {kernel_size!r}')
+    return int(kernel_size)
 
 
 def check_bool(value, name: str) -> bool:
@@ -202,6 +210,17 @@ def _base_coordinates(out_size: int, in_size: int, init: str) -> torch.Tensor:
     return (2 * pixel.clamp_(max=in_size - 1) + 1) / in_size - 1
 
 
+def pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """``F.pixel_shuffle(x, scale)``, ``(B, C * s * s, H, W) -> (B, C, s * H, s * W)``, also
+    on empty tensors: there a reshape (nothing moves), because ``F.pixel_shuffle``'s CPU
+    backward (``pixel_unshuffle``) returns a gradient of its input's shape for zero elements
+    (pytorch/pytorch#192816)."""
+    if x.numel() == 0:
+        B, C, H, W = x.shape
+        return x.reshape(B, C // (scale * scale), scale * H, scale * W)
+    return F.pixel_shuffle(x, scale)
+
+
 def resized_sampling_grid(offset: torch.Tensor, size, scale_factor: int, groups: int,
                           init: str = 'bilinear') -> torch.Tensor:
     """``grid_sample`` grid of :func:`dysample_to_size`: the zero-offset positions of an
@@ -219,10 +238,7 @@ def resized_sampling_grid(offset: torch.Tensor, size, scale_factor: int, groups:
     s = scale_factor
     B, _, H, W = offset.shape
     out_h, out_w = size
-    # (B, 2 * g, sH, sW): [x|y][group], pixel_shuffle's layout by view and permute (its CPU
-    # backward returns the wrong shape for an empty batch, pytorch/pytorch#192816)
-    shuffled = offset.view(B, 2 * groups, s, s, H, W).permute(0, 1, 4, 2, 5, 3).reshape(
-        B, 2 * groups, s * H, s * W)
+    shuffled = pixel_shuffle(offset, s)  # (B, 2 * g, sH, sW): [x|y][group]
     rows = _sub_pixel_index(out_h, H, s).to(offset.device)
     cols = _sub_pixel_index(out_w, W, s).to(offset.device)
     picked = shuffled.index_select(2, rows).index_select(3, cols).view(B, 2, groups, out_h,
@@ -312,9 +328,7 @@ def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_
     s = check_scale_factor(scale_factor)
     check_feature(features, 'features')
     check_feature(masks, 'masks')
-    if (isinstance(kernel_size, bool) or not isinstance(kernel_size, Integral)
-            or kernel_size < 1 or kernel_size % 2 == 0):
-        raise ValueError(f'kernel_size must be a positive odd integer, got {kernel_size!r}')
+    check_odd_kernel(kernel_size, 'kernel_size')
     B, C, H, W = features.shape
     if (isinstance(group_size, bool) or not isinstance(group_size, Integral) or group_size < 1
             or C % group_size):

@@ -33,7 +33,7 @@ import torch
 
 from .fused_layer import layer_function, layer_offsets, project_offsets, projection_backward
 from .reference import grid_sample_dysample, grid_sample_dysample_backward
-from .sampling import eager_plain_tensors
+from .sampling import autocast_enabled, eager_plain_tensors
 
 __all__ = ['lean_layer_supported', 'lean_dysample_layer']
 
@@ -46,8 +46,7 @@ def lean_layer_supported(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bo
     params = tuple(p for p in params if p is not None)
     if not eager_plain_tensors(x, *params) or x.dtype not in LEAN_DTYPES:
         return False
-    device = x.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+    if autocast_enabled(x.device.type):
         return False
     return all(p.dtype == x.dtype and p.device == x.device for p in params)
 

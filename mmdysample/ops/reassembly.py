@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 
 from .extension import load_extension
-from .sampling import _capturing_graph, _fused_wanted_and_built, _plain, fused_supported
+from .sampling import _fused_wanted_and_built, fused_supported, standard_operators_only
 
 __all__ = [
-    'reassemble', 'similarity', 'reassemble_unfold', 'similarity_unfold', 'pixel_shuffle',
+    'reassemble', 'similarity', 'reassemble_unfold', 'similarity_unfold',
     'MMCV_MAX_MASK_CHANNELS', 'GENERIC_CHUNK_FRACTION'
 ]
 
@@ -62,14 +62,6 @@ GENERIC_CHUNK_FRACTION = 8
 
 
 # ------------------------------------------------------------------- plain formulation
-
-def _standard_operators_only(*tensors: torch.Tensor) -> bool:
-    """Graphs that must be made of standard operators: ``torch.jit`` tracing or scripting,
-    ONNX export, ``torch.export``, vmap/grad transforms and tensor subclasses
-    (``torch.compile`` is not one: its FakeTensors take the custom ops or the
-    device-agnostic path, which dynamo traces)."""
-    return _capturing_graph() or not (torch.compiler.is_compiling() or _plain(*tensors))
-
 
 def reassemble_unfold(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
                       groups: int, scale: int) -> torch.Tensor:
@@ -97,18 +89,6 @@ def similarity_unfold(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
     logits = torch.matmul(neighbours, query)  # (B, H, W, k^2, s^2)
     logits = logits.view(B, H, W, k2, s, s).permute(0, 3, 1, 4, 2, 5)
     return logits.reshape(B, k2, s * H, s * W)
-
-
-def pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """``F.pixel_shuffle(x, scale)`` (the same values: channel ``c * s * s + a * s + b`` of
-    ``(i, j)`` goes to channel ``c`` of ``(s * i + a, s * j + b)``) as a view and one copy,
-    whose backward also works on an empty batch (``F.pixel_shuffle``'s returns a gradient of
-    the wrong shape there, torch 2.13). How the layers lay out per-pixel kernels predicted at
-    low resolution."""
-    B, C, H, W = x.shape
-    s = scale
-    out = x.view(B, C // (s * s), s, s, H, W).permute(0, 1, 4, 2, 5, 3)
-    return out.reshape(B, C // (s * s), H * s, W * s)
 
 
 # --------------------------------------------------------------- device-agnostic path
@@ -416,7 +396,7 @@ def reassemble(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, gr
     if _kernel_applies(features, masks):
         apply = _reassemble_op if torch.compiler.is_compiling() else KernelReassemble.apply
         return apply(features, masks, kernel_size, groups, scale)
-    if _standard_operators_only(features, masks):
+    if standard_operators_only(features, masks):
         return reassemble_unfold(features, masks, kernel_size, groups, scale)
     if _mmcv_applies(features, kernel_size, groups):
         carafe = mmcv_carafe()
@@ -443,6 +423,6 @@ def similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
     if _kernel_applies(query, key):
         apply = _mask_grad_op if torch.compiler.is_compiling() else KernelMaskGrad.apply
         return apply(query, key, kernel_size, 1, scale)
-    if _standard_operators_only(query, key):
+    if standard_operators_only(query, key):
         return similarity_unfold(query, key, kernel_size, scale)
     return GenericMaskGrad.apply(query, key, kernel_size, 1, scale)

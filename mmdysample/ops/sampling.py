@@ -35,7 +35,7 @@ from .reference import grid_sample_dysample, grid_sample_dysample_backward
 
 __all__ = [
     'fused_dysample', 'fused_supported', 'sample_fused_or_reference', 'FUSED_DTYPES',
-    'plane_fits_kernel', 'eager_plain_tensors'
+    'plane_fits_kernel', 'eager_plain_tensors', 'standard_operators_only', 'autocast_enabled'
 ]
 
 FUSED_DTYPES = (torch.float32, torch.float64)
@@ -268,6 +268,20 @@ def _plain(*tensors: torch.Tensor) -> bool:
     return is_wrapped is None or not any(is_wrapped(t) for t in tensors)
 
 
+def standard_operators_only(*tensors: torch.Tensor) -> bool:
+    """Graphs that must be made of standard operators: ``torch.jit`` tracing or scripting,
+    ONNX export, ``torch.export``, vmap/grad transforms and tensor subclasses
+    (``torch.compile`` is not one: its FakeTensors are subclasses, but they trace custom ops
+    and ``autograd.Function`` s)."""
+    return _capturing_graph() or not (torch.compiler.is_compiling() or _plain(*tensors))
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``False`` where it has no autocast)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
+        device_type)
+
+
 def eager_plain_tensors(*tensors: torch.Tensor) -> bool:
     """Eager mode (no ``torch.compile``, tracing, scripting or export) on plain tensors: where
     one of our ``autograd.Function`` s may stand in for a composition of standard operators.
@@ -293,10 +307,8 @@ def fused_supported(x: torch.Tensor, offset: torch.Tensor) -> bool:
     dimension, tensor subclasses, vmap, ``torch.jit`` tracing/scripting, ``torch.export`` and
     ONNX export, which need graphs of standard operators) takes the reference path.
     """
-    if _capturing_graph():
+    if standard_operators_only(x, offset):
         return False
-    if not torch.compiler.is_compiling() and not _plain(x, offset):
-        return False  # (dynamo/AOTAutograd FakeTensors are subclasses: the op traces)
     if x.device.type != 'cpu' or offset.device.type != 'cpu':
         return False
     if x.dtype not in FUSED_DTYPES or offset.dtype != x.dtype:

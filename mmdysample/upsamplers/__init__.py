@@ -1,9 +1,11 @@
 """Upsampling layers, all registered in mmengine's root ``MODELS`` and built by
 :func:`build_upsampler`."""
+# registration order is the order registered_upsamplers() lists (error messages, benchmark
+# tables): the fixed-kernel layers first, then the others alphabetically
+from .conv import Deconv, PixelShuffle  # isort: skip
 from .a2u import A2U
 from .builder import build_upsampler, register_upsampler, registered_upsamplers
 from .carafe import CARAFE
-from .conv import Deconv, PixelShuffle
 from .dysample import DySample, DySamplePlus, DySample_S, DySample_SPlus
 from .fade import FADE
 from .indexnet import IndexNet

@@ -22,9 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..functional import carafe, check_positive_int
+from ..functional import carafe, check_odd_kernel, check_positive_int, pixel_shuffle
 from .builder import register_upsampler
-from .conv import check_odd_kernel
 from .guided import (GROUP_NORM_GROUPS, GuidedUpsampler, check_group_norm_channels,
                      softmax_kernels)
 
@@ -152,7 +151,7 @@ class A2U(GuidedUpsampler):
         a, b = self.norm_u(conv_u), self.norm_v(conv_v)
         affinity = (a * b).sum(1, keepdim=True) / math.sqrt(channels)
         logits = affinity * self.projection(guide)  # (B, 4 k^2, H, W)
-        logits = F.pixel_shuffle(logits, 2)
+        logits = pixel_shuffle(logits, 2)
         return softmax_kernels(torch.sigmoid(logits))
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..functional import carafe, check_feature, check_positive_int, check_scale_factor
-from ..ops.reassembly import pixel_shuffle
+from ..functional import carafe, check_feature, check_odd_kernel, check_positive_int, \
+    check_scale_factor, pixel_shuffle
 from .builder import register_upsampler
-from .conv import check_odd_kernel
 
 
 @register_upsampler('CARAFE')

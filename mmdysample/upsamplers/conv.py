@@ -1,17 +1,9 @@
 """Learned fixed-kernel upsamplers: transposed convolution and pixel shuffle (paper Sec. 4)."""
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..functional import check_feature, check_positive_int, check_scale_factor
+from ..functional import check_feature, check_odd_kernel, check_positive_int, \
+    check_scale_factor, pixel_shuffle
 from .builder import register_upsampler
-
-
-def check_odd_kernel(kernel_size, name: str) -> int:
-    """Return ``kernel_size`` if it is a positive odd integer (size-preserving padding
-    ``(k - 1) // 2``), else raise a ``ValueError`` naming ``name``."""
-    if check_positive_int(kernel_size, name) % 2 == 0:
-        raise ValueError(f'{name} must be a positive odd integer, got {kernel_size!r}')
-    return int(kernel_size)
 
 
 @register_upsampler('Deconv')
@@ -41,7 +33,7 @@ class Deconv(nn.ConvTranspose2d):
 
 @register_upsampler('PixelShuffle')
 class PixelShuffle(nn.Module):
-    """``kernel_size`` convolution ``C -> s*s*C`` then ``F.pixel_shuffle`` (paper: 3x3).
+    """``kernel_size`` convolution ``C -> s*s*C`` then a pixel shuffle (paper: 3x3).
 
     Initialisation: Xavier-uniform weights, zero bias, as mmcv's ``PixelShufflePack``.
     """
@@ -62,12 +54,4 @@ class PixelShuffle(nn.Module):
 
     def forward(self, x):
         check_feature(x, 'x', self.in_channels)
-        out = self.upsample_conv(x)
-        if out.numel() == 0:
-            # nothing to move; a reshape keeps the gradient's shape right (the backward of
-            # pixel_shuffle, CPU pixel_unshuffle, returns its input's shape for zero elements:
-            # pytorch/pytorch#192816)
-            B, C, H, W = out.shape
-            s = self.scale_factor
-            return out.reshape(B, C // (s * s), s * H, s * W)
-        return F.pixel_shuffle(out, self.scale_factor)
+        return pixel_shuffle(self.upsample_conv(x), self.scale_factor)

@@ -16,9 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..functional import carafe, check_positive_int
+from ..functional import carafe, check_odd_kernel, check_positive_int
 from .builder import register_upsampler
-from .conv import check_odd_kernel
 from .guided import GuidedUpsampler, pointwise_conv, softmax_kernels
 
 

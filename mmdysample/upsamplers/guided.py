@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..functional import check_feature, check_positive_int, check_scale_factor
-from ..ops.sampling import _capturing_graph, _plain
+from ..ops.sampling import autocast_enabled, standard_operators_only
 
 __all__ = [
     'GuidedUpsampler', 'check_group_norm_channels', 'softmax_kernels', 'pointwise_conv',
@@ -45,12 +45,9 @@ def _as_matrix_products(x: torch.Tensor, *parameters: Optional[torch.Tensor]) ->
     products: eager mode or ``torch.compile`` on plain float32/float64 tensors of one dtype,
     no autocast. Traced and exported graphs (and autocast, whose per-op dtypes the modules
     follow) keep the modules' operators."""
-    if _capturing_graph() or not (torch.compiler.is_compiling() or _plain(x)):
+    if standard_operators_only(x) or x.dtype not in (torch.float32, torch.float64):
         return False
-    if x.dtype not in (torch.float32, torch.float64):
-        return False
-    device = x.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+    if autocast_enabled(x.device.type):
         return False
     return all(p is None or p.dtype == x.dtype for p in parameters)
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops.reassembly import pixel_shuffle
+from ..functional import pixel_shuffle
 from .builder import register_upsampler
 from .guided import GuidedUpsampler
 

@@ -19,10 +19,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..functional import carafe, check_bool, check_positive_int
+from ..functional import carafe, check_bool, check_odd_kernel, check_positive_int
 from ..ops.reassembly import similarity
 from .builder import register_upsampler
-from .conv import check_odd_kernel
 from .guided import (GROUP_NORM_GROUPS, GuidedUpsampler, check_group_norm_channels,
                      group_norm_pointwise_conv, pointwise_conv, softmax_kernels)
 
