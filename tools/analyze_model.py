@@ -218,10 +218,9 @@ class TrainStep:
         self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
 
 
-def time_train_steps(steps: List[TrainStep], size, batch: int, warmup: int, repeats: int,
-                     device='cpu') -> List[Dict[str, Any]]:
-    """Time ``steps`` interleaved round by round (``warmup`` untimed steps each first), then
-    the peak memory of one step of each; ratios to the first step."""
+def compare_train_steps(configs: List[str], size, batch: int, warmup: int, repeats: int,
+                        device='cpu', cfg_options=None) -> List[Dict[str, Any]]:
+    steps = [TrainStep(c, size, batch, device, cfg_options) for c in configs]
     for step in steps:
         for _ in range(warmup):
             step()
@@ -242,13 +241,6 @@ def time_train_steps(steps: List[TrainStep], size, batch: int, warmup: int, repe
         row['time_ratio'] = row['step_ms']['median'] / base['step_ms']['median']
         row['memory_ratio'] = row['peak_memory_bytes'] / max(base['peak_memory_bytes'], 1)
     return results
-
-
-def compare_train_steps(configs: List[str], size, batch: int, warmup: int, repeats: int,
-                        device='cpu', cfg_options=None) -> List[Dict[str, Any]]:
-    """:func:`time_train_steps` of each config's model (the same ``cfg_options`` for all)."""
-    steps = [TrainStep(c, size, batch, device, cfg_options) for c in configs]
-    return time_train_steps(steps, size, batch, warmup, repeats, device)
 
 
 # ---------------------------------------------------------------------------------------

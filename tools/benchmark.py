@@ -86,6 +86,7 @@ from mmengine.registry import MODELS  # noqa: E402
 
 from mmdysample.flops import count_flops  # noqa: E402
 from mmdysample.upsamplers import DySample, build_upsampler, registered_upsamplers  # noqa: E402
+from mmdysample.upsamplers import requires_guide as upsampler_requires_guide  # noqa: E402
 
 DTYPES = {
     'float32': torch.float32,
@@ -115,7 +116,7 @@ def default_upsamplers() -> List[Tuple[str, dict]]:
 
 
 def requires_guide(cfg: dict) -> bool:
-    return bool(getattr(MODELS.get(cfg['type']), 'requires_guide', False))
+    return upsampler_requires_guide(MODELS.get(cfg['type']))
 
 
 def is_dysample(cfg: dict) -> bool:
@@ -375,7 +376,7 @@ def measure_section(args, size, threads: Optional[int]) -> Dict[str, Any]:
         records.append(record)
     add_ratios(records)
     return dict(input_shape=list(size), threads=torch.get_num_threads(),
-                load_average_after=_load_average(), results=records)
+                load_average_after=tool_helpers.load_average(), results=records)
 
 
 def add_ratios(records: List[Dict[str, Any]]) -> None:
@@ -405,10 +406,6 @@ def add_ratios(records: List[Dict[str, Any]]) -> None:
                     compiled[f'{mode}_ms']['samples'], record[f'{mode}_ms']['samples'])
 
 
-def _load_average() -> Optional[List[float]]:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, 'getloadavg') else None
-
-
 def environment_of(device) -> Dict[str, Any]:
     if device.type == 'cuda':
         device_name = torch.cuda.get_device_name(device)
@@ -422,7 +419,7 @@ def environment_of(device) -> Dict[str, Any]:
         except OSError:
             pass
     return dict(device_name=device_name, cpu_count=os.cpu_count(),
-                load_average_1_5_15=_load_average(), torch=torch.__version__,
+                load_average_1_5_15=tool_helpers.load_average(), torch=torch.__version__,
                 python=platform.python_version(), mmdysample=mmdysample.__version__,
                 omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'),
                 time=time.strftime('%Y-%m-%d %H:%M:%S'))
@@ -626,16 +623,10 @@ def plot_latency_vs_miou(report: Dict[str, Any], section: Dict[str, Any], path: 
     return True
 
 
-def write_layer_outputs(report: Dict[str, Any], out_dir: str,
-                        plots: bool = True) -> Dict[str, str]:
-    os.makedirs(out_dir, exist_ok=True)
-    paths = dict(markdown=os.path.join(out_dir, 'benchmark.md'),
-                 json=os.path.join(out_dir, 'benchmark.json'))
-    with open(paths['markdown'], 'w') as md_file:
-        md_file.write(markdown_table(report))
-    with open(paths['json'], 'w') as json_file:
-        json.dump(report, json_file, indent=2)
-    if plots and report['sections']:
+def write_layer_plots(report: Dict[str, Any], out_dir: str) -> Dict[str, str]:
+    """The latency plots of ``report``'s first section into ``out_dir``; the paths written."""
+    paths = {}
+    if report['sections']:
         first = report['sections'][0]
         paths['latency_plot'] = os.path.join(out_dir, 'latency.png')
         plot_latency(report, first, paths['latency_plot'])
@@ -834,6 +825,14 @@ class _SegformerCase:
         self.samples: Dict[str, List[float]] = dict(train=[], inference=[], layer=[])
         self.layer_iters = 1
 
+    def complexity(self, analyze_model, flops_size) -> Tuple[int, float]:
+        """Parameters, and FLOPs of the model in eval mode on a ``1 x 3 x H x W`` input."""
+        model = self.train.model
+        model.eval()
+        flops = count_flops(model, analyze_model.model_input(model, *flops_size)).total
+        model.train()
+        return analyze_model.count_parameters(model), flops
+
     def inference(self):
         model = self.train.model
         model.eval()
@@ -853,7 +852,6 @@ def run_fig8(args) -> Dict[str, Any]:
     """Measure every upsampler of :func:`fig8_upsamplers` in SegFormer-B1 (see the module
     docstring); models built one after the other, timed interleaved round by round."""
     import analyze_model  # tools/: model building, FLOPs and training steps
-    config = os.path.join(tool_helpers.REPO_ROOT, 'configs', FIG8_CONFIG)
     if args.threads:
         torch.set_num_threads(args.threads[0])
     table4 = paper_table4()
@@ -861,12 +859,11 @@ def run_fig8(args) -> Dict[str, Any]:
     for label, upsample_cfg in fig8_upsamplers(args.upsamplers):
         print(f'building SegFormer-B1 with {label}', flush=True)
         case = _SegformerCase(analyze_model, label, upsample_cfg, args.size, args.batch)
-        complexity = analyze_model.measure_complexity(config, args.flops_size,
-                                                      case.cfg_options)
+        params, flops = case.complexity(analyze_model, args.flops_size)
         row = table4.get(label)
         records.append(dict(label=label, upsample_cfg=upsample_cfg,
                             paper_miou=row.metrics.get('mIoU') if row is not None else None,
-                            params=complexity['params'], flops=complexity['flops']))
+                            params=params, flops=flops))
         cases.append(case)
     for case in cases:  # warm-up; the layer's calls per round from its last warm-up call
         for _ in range(args.warmup):
@@ -900,7 +897,7 @@ def run_fig8(args) -> Dict[str, Any]:
                     threads=torch.get_num_threads(), repeats=args.repeats, warmup=args.warmup,
                     fused_kernel=fused_kernel_state())
     return dict(settings=settings, environment=environment_of(torch.device('cpu')),
-                results=records, load_average_after=_load_average())
+                results=records, load_average_after=tool_helpers.load_average())
 
 
 def fig8_markdown(report: Dict[str, Any]) -> str:
@@ -1073,38 +1070,38 @@ def parse_args(argv=None):
     return args
 
 
+def write_report(report: Dict[str, Any], text: str, out_dir: str, stem: str) -> Dict[str, str]:
+    """``report`` as ``{out_dir}/{stem}.json`` and its markdown ``text`` as ``{stem}.md``;
+    the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = dict(markdown=os.path.join(out_dir, f'{stem}.md'),
+                 json=os.path.join(out_dir, f'{stem}.json'))
+    with open(paths['markdown'], 'w') as md_file:
+        md_file.write(text)
+    with open(paths['json'], 'w') as json_file:
+        json.dump(report, json_file, indent=2)
+    return paths
+
+
 def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
     start = time.perf_counter()
     if args.command == 'layers':
-        report = run_layers(args)
-        report['wall_seconds'] = round(time.perf_counter() - start, 1)
-        paths = write_layer_outputs(report, args.out_dir, plots=not args.no_plots)
-        print(markdown_table(report))
+        stem, run, markdown = 'benchmark', run_layers, markdown_table
     elif args.fig8:
-        report = run_fig8(args)
-        report['wall_seconds'] = round(time.perf_counter() - start, 1)
-        os.makedirs(args.out_dir, exist_ok=True)
-        paths = dict(markdown=os.path.join(args.out_dir, 'fig8.md'),
-                     json=os.path.join(args.out_dir, 'fig8.json'),
-                     plot=os.path.join(args.out_dir, 'fig8.png'))
-        with open(paths['markdown'], 'w') as md_file:
-            md_file.write(fig8_markdown(report))
-        with open(paths['json'], 'w') as json_file:
-            json.dump(report, json_file, indent=2)
-        plot_fig8(report, paths['plot'])
-        print(fig8_markdown(report))
+        stem, run, markdown = 'fig8', run_fig8, fig8_markdown
     else:
-        report = run_models(args)
-        report['wall_seconds'] = round(time.perf_counter() - start, 1)
-        os.makedirs(args.out_dir, exist_ok=True)
-        paths = dict(markdown=os.path.join(args.out_dir, 'models.md'),
-                     json=os.path.join(args.out_dir, 'models.json'))
-        with open(paths['markdown'], 'w') as md_file:
-            md_file.write(models_markdown(report))
-        with open(paths['json'], 'w') as json_file:
-            json.dump(report, json_file, indent=2)
-        print(models_markdown(report))
+        stem, run, markdown = 'models', run_models, models_markdown
+    report = run(args)
+    report['wall_seconds'] = round(time.perf_counter() - start, 1)
+    text = markdown(report)
+    paths = write_report(report, text, args.out_dir, stem)
+    if args.command == 'layers' and not args.no_plots:
+        paths.update(write_layer_plots(report, args.out_dir))
+    elif args.command == 'models' and args.fig8:
+        paths['plot'] = os.path.join(args.out_dir, 'fig8.png')
+        plot_fig8(report, paths['plot'])
+    print(text)
     print(f"took {report['wall_seconds']} s; wrote " + ', '.join(paths.values()))
     return report
 

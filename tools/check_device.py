@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -241,7 +241,7 @@ def environment(device: torch.device) -> Dict[str, Any]:
         fused_cpu_kernel=dict(enabled=bool(ops.fused_enabled()),
                               built=bool(ops.extension_available()),
                               cache=str(ops.extension_cache_dir())),
-        load_average_start=_load_average())
+        load_average_start=tool_helpers.load_average())
     env['mmcv_ops'] = _check_mmcv_ops(device)
     env['status'], env['reason'] = env['mmcv_ops']['status'], env['mmcv_ops']['reason']
     return env
@@ -250,29 +250,28 @@ def environment(device: torch.device) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 # numerics
 # ---------------------------------------------------------------------------------------
-def scaled_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
-    """``max|actual - reference| / max|reference|`` in float64 on the CPU (the absolute
+def _relative_error(actual: torch.Tensor, reference: torch.Tensor,
+                    size: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """``size(actual - reference) / size(reference)`` in float64 on the CPU (the absolute
     error when the reference is all zeros; ``inf`` for a non-finite ``actual`` or another
-    shape)."""
+    shape; 0 for empty tensors)."""
     actual, reference = actual.detach().double().cpu(), reference.detach().double().cpu()
     if actual.shape != reference.shape or not bool(torch.isfinite(actual).all()):
         return math.inf
     if actual.numel() == 0:
         return 0.0
-    scale = reference.abs().max().item()
-    return (actual - reference).abs().max().item() / (scale if scale > 0 else 1.0)
+    scale = size(reference).item()
+    return size(actual - reference).item() / (scale if scale > 0 else 1.0)
+
+
+def scaled_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    """``max|actual - reference| / max|reference|`` (:func:`_relative_error`)."""
+    return _relative_error(actual, reference, lambda t: t.abs().max())
 
 
 def normwise_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
-    """``||actual - reference|| / ||reference||`` (Frobenius), in float64 on the CPU; the
-    same conventions as :func:`scaled_error`."""
-    actual, reference = actual.detach().double().cpu(), reference.detach().double().cpu()
-    if actual.shape != reference.shape or not bool(torch.isfinite(actual).all()):
-        return math.inf
-    if actual.numel() == 0:
-        return 0.0
-    scale = reference.norm().item()
-    return (actual - reference).norm().item() / (scale if scale > 0 else 1.0)
+    """``||actual - reference|| / ||reference||`` (Frobenius; :func:`_relative_error`)."""
+    return _relative_error(actual, reference, lambda t: t.norm())
 
 
 @contextlib.contextmanager
@@ -299,7 +298,9 @@ def precision_mode(name: str, device: torch.device):
 # ---------------------------------------------------------------------------------------
 def is_guided(name: str) -> bool:
     from mmengine.registry import MODELS
-    return bool(getattr(MODELS.get(name), 'requires_guide', False))
+
+    from mmdysample.upsamplers import requires_guide
+    return requires_guide(MODELS.get(name))
 
 
 def build_layer(name: str, channels: int, seed: int = 0) -> torch.nn.Module:
@@ -585,14 +586,11 @@ def _demo_config(key: str, data_root: str, batch_size: int):
     """The DySample twin of demo model ``key`` read to train on ``data_root``'s synthetic
     data (the demo driver's own ``--cfg-options``), ``batch_size`` images a batch."""
     import demo
-    from mmengine.config import Config, DictAction
+    from mmengine.config import Config
     model = demo.DEMO_MODELS[key]
     (config, ) = [c for name, c in model.configs.items() if name.startswith('DySample')]
     cfg = Config.fromfile(osp.join(demo.REPO_ROOT, config))
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    options = demo.data_root_options(model.layout, data_root)
-    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    tool_helpers.merge_cfg_options(cfg, demo.data_root_options(model.layout, data_root))
     cfg.train_dataloader.batch_size = batch_size
     return config, cfg
 
@@ -807,10 +805,6 @@ def check_ddp(device: torch.device, settings: Dict[str, Any], timeout_s: float =
 def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return f'{type(error).__name__}: {lines[-1] if lines else ""}'.rstrip(': ')
-
-
-def _load_average() -> Optional[List[float]]:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, 'getloadavg') else None
 
 
 def _run_section(function: Callable, *args, **kwargs) -> Dict[str, Any]:
@@ -1089,7 +1083,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> int:
     report['failures'] = failure_reasons(report)
     report['passed'] = not report['failures']
     report['wall_s'] = round(time.perf_counter() - start, 2)
-    report['load_average_end'] = _load_average()
+    report['load_average_end'] = tool_helpers.load_average()
     text = markdown(report)
     os.makedirs(out_dir, exist_ok=True)
     with open(osp.join(out_dir, 'check_device.md'), 'w') as f:

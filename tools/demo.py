@@ -221,14 +221,11 @@ def count_parameters(config: str, cfg_options: Sequence[str] = ()) -> int:
     """Number of parameters (not buffers) of the model a config builds."""
     helpers = _load_tool('tool_helpers')
     helpers.import_mmdysample()
-    from mmengine.config import Config, DictAction
+    from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
 
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
-    if cfg_options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *cfg_options]).cfg_options)
+    helpers.merge_cfg_options(cfg, cfg_options)
     scope = helpers.register_scope_modules(cfg)
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model)

@@ -19,6 +19,7 @@
 Every check stops with exit status 1 and a message saying what to do.
 """
 import argparse
+import collections
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List, Optional, Sequence, TextIO
+from typing import Deque, Optional, Sequence, TextIO
 
 # mmcv 2.1.0 from source, CPU ops only, on the 2-core x86 dev machine (AMD EPYC), torch
 # 2.13.0+cpu, MAX_JOBS=2: 12 min 18 s for its 77 files (fresh clone, empty pip cache, load
@@ -255,7 +256,7 @@ def run_with_progress(command: Sequence[str], log_path: str, heartbeat_s: float 
                 say('still running' + (f' (last compiled: {last})' if last
                                        else ' (pip is downloading / preparing the build)'))
 
-    tail: List[str] = []
+    tail: Deque[str] = collections.deque(maxlen=FAILURE_TAIL_LINES)
     with open(log_path, 'w', encoding='utf-8') as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, errors='replace', bufsize=1, env=env)
@@ -264,7 +265,7 @@ def run_with_progress(command: Sequence[str], log_path: str, heartbeat_s: float 
         try:
             for line in process.stdout:
                 log.write(line)
-                tail = (tail + [line.rstrip('\n')])[-FAILURE_TAIL_LINES:]
+                tail.append(line.rstrip('\n'))
                 step = describe_step(line)
                 if step is not None:
                     state['last_step'] = step
@@ -276,7 +277,7 @@ def run_with_progress(command: Sequence[str], log_path: str, heartbeat_s: float 
             done.set()
             ticker.join()
     if returncode != 0:
-        out.write('\n'.join(['  mmcv: the last lines of the output:'] + tail) + '\n')
+        out.write('\n'.join(['  mmcv: the last lines of the output:', *tail]) + '\n')
         out.write(f'mmdysample install: installing mmcv failed (exit status {returncode}) '
                   f'after {_minutes(time.monotonic() - start)}; the whole output: {log_path}\n')
     else:

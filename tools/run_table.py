@@ -147,13 +147,9 @@ def _read_needs(config: str, recipe_batch: Optional[int], options: Tuple[str, ..
 
     tool_helpers.memoize_external_config_lookup()
     cfg = Config.fromfile(osp.join(REPO_ROOT, config), import_custom_modules=False)
-    if options:
-        parser = argparse.ArgumentParser()
-        tool_helpers.add_runner_arguments(parser)  # the job's own parsing of --cfg-options
-        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
-    phases = ['train', 'val'] if cfg.get('val_cfg', None) else ['train']  # as tools/train.py
-    data = [(key.split('_', 1)[0], key, path, hint)
-            for key, path, hint in tool_helpers.dataset_paths(cfg, phases)]
+    tool_helpers.merge_cfg_options(cfg, options)  # as the job's tools/train.py parses them
+    paths = tool_helpers.dataset_paths(cfg, tool_helpers.training_phases(cfg))
+    data = [(key.split('_', 1)[0], key, path, hint) for key, path, hint in paths]
     return RowNeeds(_schedule(cfg, recipe_batch), data, tool_helpers.config_checkpoints(cfg))
 
 

@@ -606,6 +606,25 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages, rounded (``None`` where the OS has none)."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, 'getloadavg') else None
+
+
+def merge_cfg_options(cfg, options: Sequence[str]) -> None:
+    """Merge ``--cfg-options`` values (``key=value`` strings) into ``cfg``, parsed as the
+    runner tools parse them."""
+    if options:
+        parser = argparse.ArgumentParser()
+        add_runner_arguments(parser)
+        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+
+
+def training_phases(cfg) -> List[str]:
+    """The dataloader phases a training run reads: ``train``, and ``val`` if it validates."""
+    return ['train', 'val'] if cfg.get('val_cfg') else ['train']
+
+
 def parse_runner_args(parser: argparse.ArgumentParser,
                       argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse ``argv`` and export ``LOCAL_RANK`` from ``--local-rank`` when the launcher did

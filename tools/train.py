@@ -103,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None):
     except CheckpointError as error:
         raise SystemExit(f'--resume: {error}') from None
 
-    tool_helpers.check_datasets(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
+    tool_helpers.check_datasets(cfg, tool_helpers.training_phases(cfg))
 
     runner = tool_helpers.build_runner(cfg)
     runner.train()

@@ -91,9 +91,10 @@ class BackboneNeckForExport(nn.Module):
         return tuple(self.detector.extract_feat(inputs))
 
 
-def wrap_for_export(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
-    """The module to export for ``model`` (see the module docstring); ``inputs`` is used to
-    count a detector's feature maps.
+def wrap_for_export(model: nn.Module, inputs: torch.Tensor) -> Tuple[nn.Module, List]:
+    """The module to export for ``model`` (see the module docstring), and its outputs on
+    ``inputs`` as NumPy arrays (PyTorch's: what ``--verify`` compares with; for a detector,
+    their count names the graph's outputs).
 
     Raises:
         SystemExit: for a model that is neither an mmseg ``EncoderDecoder`` nor an mmdet
@@ -104,14 +105,17 @@ def wrap_for_export(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
 
     kind = type(model).__name__
     if isinstance(model, EncoderDecoder) and not isinstance(model, DepthEstimator):
-        return SegmentorForExport(model).eval()
+        module = SegmentorForExport(model).eval()
+        with torch.no_grad():
+            return module, [t.numpy() for t in module(inputs)]
     if isinstance(model, BaseDetector):
         if not getattr(model, 'with_neck', False):
             raise SystemExit(f'cannot export {kind}: the backbone+neck export needs a detector '
                              'with a neck (model.neck), this one has none')
+        model.eval()
         with torch.no_grad():
-            num_outputs = len(model.extract_feat(inputs))
-        return BackboneNeckForExport(model, num_outputs).eval()
+            expected = [t.numpy() for t in model.extract_feat(inputs)]
+        return BackboneNeckForExport(model, len(expected)).eval(), expected
     raise SystemExit(f'cannot export {kind}: supported are mmseg segmentors (EncoderDecoder: '
                      "SegFormer, UPerNet...) and mmdet detectors' backbone+neck")
 
@@ -247,7 +251,7 @@ def main(argv: Sequence[str] = None) -> int:
     in_channels = model.cfg.model.get('backbone', {}).get('in_channels', 3)
     generator = torch.Generator().manual_seed(args.seed)
     inputs = torch.randn(args.batch, in_channels, *args.shape, generator=generator)
-    module = wrap_for_export(model, inputs)
+    module, expected = wrap_for_export(model, inputs)
     print(f'exporting {type(model).__name__} ({type(module).__name__}) from {args.config}\n'
           f'weights: {weights}\n{preprocessing_note(model.cfg)}\n'
           f'input shape {tuple(inputs.shape)}, {args.exporter} exporter, opset {args.opset}',
@@ -256,8 +260,6 @@ def main(argv: Sequence[str] = None) -> int:
     if isinstance(module, SegmentorForExport) and test_cfg.get('mode') == 'slide':
         print("note: the config infers by sliding window (test_cfg.mode='slide'); the graph "
               'is whole-image inference at the input size')
-    with torch.no_grad():
-        expected = [t.numpy() for t in module(inputs)]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     export(module, inputs, args.out, args.exporter, args.opset)
     print(f'wrote {args.out}: outputs ' + ', '.join(
